@@ -1,0 +1,86 @@
+"""The metadata store interface: topics and their configuration (more tables come with later
+features: committed offsets, groups, producers and transactions, the tiered-segment manifest,
+cleaner checkpoints, leases).
+
+Every write is a compare-and-swap on a ``version`` column: a caller reads a row, then writes with
+the version it read as ``expected_version``; if another writer got there first the write raises
+:class:`~logstore.errors.StaleVersionError` and changes nothing.
+
+Implementations translate their driver's exceptions into :mod:`logstore.errors` and are
+thread-safe. ``SqlMetadataStore`` (SQLAlchemy Core; SQLite or PostgreSQL) is the only one today.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """A topic as stored: identity, partition count, config overrides and row version."""
+
+    name: str
+    topic_id: str
+    partition_count: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+    version: int = 1
+    created_ms: int = 0
+
+
+@runtime_checkable
+class MetadataStore(Protocol):
+    """Durable, shared metadata. All methods are thread-safe; writes are atomic CAS operations."""
+
+    url: str
+
+    def create_topic(
+        self, name: str, partition_count: int, configs: Mapping[str, str], *, created_ms: int
+    ) -> TopicRecord:
+        """Insert a topic with a fresh topic id and version 1.
+
+        Raises TopicAlreadyExistsError if the name is taken.
+        """
+        ...
+
+    def get_topic(self, name: str) -> TopicRecord | None:
+        """The topic, or None if it does not exist."""
+        ...
+
+    def list_topics(self) -> list[TopicRecord]:
+        """Every topic, sorted by name."""
+        ...
+
+    def update_topic(
+        self,
+        name: str,
+        *,
+        expected_version: int,
+        partition_count: int | None = None,
+        configs: Mapping[str, str] | None = None,
+    ) -> TopicRecord:
+        """Replace the partition count and/or the whole config-override map; bumps the version.
+
+        Raises UnknownTopicOrPartitionError if the topic is gone and StaleVersionError if its
+        version is not ``expected_version``.
+        """
+        ...
+
+    def delete_topic(self, name: str, *, expected_version: int | None = None) -> TopicRecord:
+        """Delete the topic row and return what was deleted.
+
+        Raises UnknownTopicOrPartitionError if it does not exist, StaleVersionError if
+        ``expected_version`` is given and differs.
+        """
+        ...
+
+    def change_counter(self) -> int:
+        """A number that increases whenever any topic is created, altered or deleted.
+
+        Cheap to read, so caches can poll it to decide whether to reload topics.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...

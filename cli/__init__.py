@@ -1,0 +1,1 @@
+"""The logstore command-line interface (click)."""

@@ -1,0 +1,1 @@
+"""Log compaction (not implemented yet: see the log-compaction issue)."""

@@ -1,0 +1,181 @@
+"""Topic administration: create, list, describe, alter configs, add partitions, delete.
+
+The metadata store is the source of truth for which topics exist; partition directories follow
+it. Creating writes the metadata row first and then lays out directories (a crash in between is
+repaired on first use, since partition logs are laid out lazily); deleting removes the row first
+and then the directory (a crash in between leaves a directory that a re-created topic moves
+aside, recognising it by its topic id).
+
+Thread-safe.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+from logstore.backends.metadata import MetadataStore, TopicRecord
+from logstore.clock import Clock
+from logstore.config import TOPIC_CONFIG_KEYS, TopicConfig, effective_config, validate_overrides
+from logstore.errors import (
+    InvalidArgumentError,
+    InvalidConfigurationError,
+    InvalidPartitionsError,
+    InvalidTopicError,
+    StaleVersionError,
+    UnknownTopicOrPartitionError,
+)
+from logstore.log.manager import LogManager
+from logstore.log.partition_log import PartitionLog
+from logstore.topic_cache import CachedTopic, TopicCache
+from logstore.types import PartitionDescription, TopicDescription
+
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_CAS_ATTEMPTS = 20
+MAX_PARTITIONS = 100_000
+
+
+def validate_topic_name(name: object) -> str:
+    """Kafka's rules: 1-249 characters of [a-zA-Z0-9._-], and not '.' or '..'."""
+    if not isinstance(name, str):
+        raise InvalidTopicError(f"topic name must be a string, got {type(name).__name__}")
+    if name in (".", "..") or not _LEGAL_TOPIC.fullmatch(name):
+        raise InvalidTopicError(
+            f"illegal topic name {name!r}: use 1-249 characters of a-z, A-Z, 0-9, '.', '_', '-'"
+            " (and not '.' or '..')"
+        )
+    return name
+
+
+def _validate_partition_count(count: object) -> int:
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise InvalidPartitionsError(f"partition count must be an integer, got {count!r}")
+    if not 1 <= count <= MAX_PARTITIONS:
+        raise InvalidPartitionsError(
+            f"partition count must be between 1 and {MAX_PARTITIONS}, got {count}"
+        )
+    return count
+
+
+class TopicAdmin:
+    """Topic operations over the metadata store, the topic cache and the local logs."""
+
+    def __init__(
+        self, store: MetadataStore, cache: TopicCache, manager: LogManager, clock: Clock
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._manager = manager
+        self._clock = clock
+
+    def create_topic(
+        self, name: str, partitions: int = 1, config: Mapping[str, object] | None = None
+    ) -> TopicDescription:
+        validate_topic_name(name)
+        _validate_partition_count(partitions)
+        overrides = validate_overrides(config or {})
+        record = self._store.create_topic(
+            name, partitions, overrides, created_ms=self._clock.time_ms()
+        )
+        self._cache.put(record)
+        self._manager.create_partitions(name, record.topic_id, range(partitions))
+        return self.describe_topic(name)
+
+    def list_topics(self) -> list[str]:
+        return [t.name for t in self._cache.all()]
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        validate_topic_name(name)
+        topic = self._fresh(name)
+        partitions = tuple(
+            self.partition_log(name, p).describe() for p in range(topic.partition_count)
+        )
+        return self._description(topic.record, partitions)
+
+    def alter_topic_config(
+        self, name: str, changes: Mapping[str, object | None]
+    ) -> TopicDescription:
+        """Set the given config keys; a value of None removes the override (back to default)."""
+        validate_topic_name(name)
+        to_set = validate_overrides({k: v for k, v in changes.items() if v is not None})
+        to_delete = [k for k, v in changes.items() if v is None]
+        unknown = [k for k in to_delete if k not in TOPIC_CONFIG_KEYS]
+        if unknown:
+            raise InvalidConfigurationError(f"unknown topic config {unknown[0]!r}")
+        for _ in range(_CAS_ATTEMPTS):
+            topic = self._fresh(name)
+            merged = {k: v for k, v in topic.record.configs.items() if k not in to_delete}
+            merged.update(to_set)
+            try:
+                record = self._store.update_topic(
+                    name, expected_version=topic.record.version, configs=merged
+                )
+            except StaleVersionError:
+                continue
+            self._cache.put(record)
+            return self.describe_topic(name)
+        raise StaleVersionError(f"topic {name!r} kept changing; config not altered")
+
+    def create_partitions(self, name: str, total: int) -> TopicDescription:
+        """Grow the topic to ``total`` partitions (partitions can never be removed)."""
+        validate_topic_name(name)
+        _validate_partition_count(total)
+        for _ in range(_CAS_ATTEMPTS):
+            topic = self._fresh(name)
+            if total <= topic.partition_count:
+                raise InvalidPartitionsError(
+                    f"topic {name!r} has {topic.partition_count} partitions; the count can only "
+                    f"grow, and {total} is not more"
+                )
+            try:
+                record = self._store.update_topic(
+                    name, expected_version=topic.record.version, partition_count=total
+                )
+            except StaleVersionError:
+                continue
+            self._cache.put(record)
+            self._manager.create_partitions(
+                name, record.topic_id, range(topic.partition_count, total)
+            )
+            return self.describe_topic(name)
+        raise StaleVersionError(f"topic {name!r} kept changing; partitions not added")
+
+    def delete_topic(self, name: str) -> None:
+        validate_topic_name(name)
+        record = self._store.delete_topic(name)
+        self._cache.remove(name)
+        self._manager.delete_topic(name, record.topic_id)
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog:
+        """The open log of an existing partition. Raises UnknownTopicOrPartitionError."""
+        if isinstance(partition, bool) or not isinstance(partition, int):
+            raise InvalidArgumentError(f"partition must be an integer, got {partition!r}")
+        cached = self._cache.require(topic, partition)
+        return self._manager.get(
+            topic, partition, topic_id=cached.topic_id,
+            config=lambda: self._config_of(topic, cached),
+        )
+
+    def _config_of(self, topic: str, fallback: CachedTopic) -> TopicConfig:
+        current = self._cache.get(topic)
+        return (current or fallback).config
+
+    def _fresh(self, name: str) -> CachedTopic:
+        record = self._store.get_topic(name)
+        if record is None:
+            self._cache.remove(name)
+            raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
+        return self._cache.put(record)
+
+    @staticmethod
+    def _description(
+        record: TopicRecord, partitions: tuple[PartitionDescription, ...]
+    ) -> TopicDescription:
+        return TopicDescription(
+            name=record.name,
+            topic_id=record.topic_id,
+            partition_count=record.partition_count,
+            config=effective_config(record.configs),
+            partitions=partitions,
+            created_ms=record.created_ms,
+        )

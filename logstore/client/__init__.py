@@ -1,0 +1,1 @@
+"""Producer, consumer and partitioner of the embedded API."""

@@ -1,0 +1,33 @@
+"""What producers and consumers need from the log they belong to.
+
+:class:`logstore.embedded.Log` implements this; keeping the seam narrow lets the clients run
+unchanged over other sources later (a remote broker, a replica).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from logstore.clock import Clock
+from logstore.config import TopicConfig
+from logstore.log.notify import AppendNotifier
+from logstore.log.partition_log import PartitionLog
+
+
+class ClientAccess(Protocol):
+    """Thread-safe access to topics and partition logs."""
+
+    clock: Clock
+    notifier: AppendNotifier
+
+    def topic_info(self, topic: str) -> tuple[int, TopicConfig]:
+        """(partition count, config) of a topic; raises UnknownTopicOrPartitionError."""
+        ...
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog:
+        """The partition's log; raises UnknownTopicOrPartitionError."""
+        ...
+
+    def topics(self) -> list[str]:
+        """Names of every topic."""
+        ...

@@ -1,0 +1,179 @@
+"""Topic configuration: the known keys, their defaults and validation.
+
+Topic configs use Kafka's dotted names and are stored as strings (as Kafka does), overriding the
+defaults below. :func:`validate_overrides` checks keys and values and returns them normalized;
+:class:`TopicConfig` is the parsed, typed view used by the storage engine.
+
+Only keys that the code honours are accepted: an unknown key is an error rather than a silently
+ignored setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from logstore.errors import InvalidConfigurationError
+
+_LONG_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    """One topic config key: its default (as a string), parser and documentation."""
+
+    name: str
+    default: str
+    parse: Callable[[str], object]
+    doc: str
+
+
+def _long(minimum: int, maximum: int = _LONG_MAX) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _cleanup_policy(text: str) -> str:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if parts != ["delete"]:
+        raise ValueError(
+            f"only 'delete' is supported (log compaction is not implemented yet); got {text!r}"
+        )
+    return ",".join(parts)
+
+
+TOPIC_CONFIG_KEYS: dict[str, ConfigKey] = {
+    key.name: key
+    for key in (
+        ConfigKey(
+            "cleanup.policy",
+            "delete",
+            _cleanup_policy,
+            "What to do with old segments: 'delete' drops them by retention.ms / retention.bytes.",
+        ),
+        ConfigKey(
+            "retention.ms",
+            "604800000",
+            _long(-1),
+            "Drop a sealed segment once its newest record is older than this; -1 keeps forever.",
+        ),
+        ConfigKey(
+            "retention.bytes",
+            "-1",
+            _long(-1),
+            "Drop the oldest sealed segments while a partition is larger than this; -1: no limit.",
+        ),
+        ConfigKey(
+            "segment.bytes",
+            "1073741824",
+            _long(14, (1 << 31) - 1),
+            "Roll the active segment when it would grow past this many bytes.",
+        ),
+        ConfigKey(
+            "segment.ms",
+            "604800000",
+            _long(1),
+            "Roll the active segment on the next append once it is this old.",
+        ),
+        ConfigKey(
+            "max.message.bytes",
+            "1048588",
+            _long(0, (1 << 31) - 1),
+            "The largest record batch (after compression) a partition accepts.",
+        ),
+        ConfigKey(
+            "message.timestamp.type",
+            "CreateTime",
+            _choice("CreateTime", "LogAppendTime"),
+            "CreateTime keeps the producer's timestamps; LogAppendTime stamps the append time.",
+        ),
+        ConfigKey(
+            "durability",
+            "fsync",
+            _choice("fsync", "os"),
+            "fsync: an acknowledged write survives power loss (SQLite synchronous=FULL); "
+            "os: it survives a process crash (synchronous=NORMAL).",
+        ),
+    )
+}
+
+
+def validate_overrides(overrides: Mapping[str, object]) -> dict[str, str]:
+    """Check topic config overrides and return them normalized as strings.
+
+    Raises :class:`InvalidConfigurationError` naming the first bad key.
+    """
+    result: dict[str, str] = {}
+    for name, raw in overrides.items():
+        key = TOPIC_CONFIG_KEYS.get(name)
+        if key is None:
+            known = ", ".join(sorted(TOPIC_CONFIG_KEYS))
+            raise InvalidConfigurationError(f"unknown topic config {name!r} (known: {known})")
+        text = str(raw).strip() if not isinstance(raw, bool) else str(raw).lower()
+        try:
+            key.parse(text)
+        except ValueError as exc:
+            raise InvalidConfigurationError(f"invalid value for {name}: {exc}") from None
+        result[name] = text
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class TopicConfig:
+    """The effective, typed configuration of a topic (defaults merged with overrides)."""
+
+    cleanup_policy: str
+    retention_ms: int
+    retention_bytes: int
+    segment_bytes: int
+    segment_ms: int
+    max_message_bytes: int
+    log_append_time: bool
+    fsync: bool
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, str]) -> TopicConfig:
+        """Build the effective config; ``overrides`` must already be validated."""
+        values = {name: key.parse(overrides.get(name, key.default))
+                  for name, key in TOPIC_CONFIG_KEYS.items()}
+        return cls(
+            cleanup_policy=str(values["cleanup.policy"]),
+            retention_ms=int(values["retention.ms"]),  # type: ignore[call-overload]
+            retention_bytes=int(values["retention.bytes"]),  # type: ignore[call-overload]
+            segment_bytes=int(values["segment.bytes"]),  # type: ignore[call-overload]
+            segment_ms=int(values["segment.ms"]),  # type: ignore[call-overload]
+            max_message_bytes=int(values["max.message.bytes"]),  # type: ignore[call-overload]
+            log_append_time=values["message.timestamp.type"] == "LogAppendTime",
+            fsync=values["durability"] == "fsync",
+        )
+
+    @property
+    def deletes(self) -> bool:
+        """True when retention may delete segments."""
+        return "delete" in self.cleanup_policy.split(",")
+
+
+DEFAULT_TOPIC_CONFIG = TopicConfig.from_overrides({})
+
+
+def effective_config(overrides: Mapping[str, str]) -> dict[str, str]:
+    """Every known key with its effective value (override or default), for describe output."""
+    return {name: overrides.get(name, key.default) for name, key in sorted(TOPIC_CONFIG_KEYS.items())}

@@ -1,0 +1,285 @@
+"""The embedded API: ``logstore.open(path)`` returns a :class:`Log`, a directory that is a log.
+
+A ``Log`` ties together the metadata store (topics and configs; SQLite in ``<path>/metadata.db``
+unless ``metadata_url`` names another database), the local partition logs under
+``<path>/topics``, the append notifier that wakes consumers, and a background maintenance thread
+that enforces retention every ``maintenance_interval_ms``.
+
+Several processes may open the same directory at once; each gets its own ``Log``. A ``Log`` is
+thread-safe and a context manager; closing it closes the producers and consumers it made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, Mapping
+
+from logstore.admin import TopicAdmin, validate_topic_name
+from logstore.backends import open_metadata_store
+from logstore.client.consumer import Consumer
+from logstore.client.producer import Producer
+from logstore.clock import SYSTEM_CLOCK, Clock
+from logstore.config import TopicConfig
+from logstore.errors import IllegalStateError, InvalidArgumentError, LogstoreError
+from logstore.log.manager import LogManager
+from logstore.log.notify import AppendNotifier
+from logstore.log.partition_log import PartitionLog
+from logstore.topic_cache import TopicCache
+from logstore.types import (
+    AppendResult,
+    FetchResult,
+    IsolationLevel,
+    RetentionReport,
+    TopicDescription,
+    TopicPartition,
+)
+
+_log = logging.getLogger("logstore")
+
+DEFAULT_MAINTENANCE_INTERVAL_MS = 300_000
+
+
+def open(  # noqa: A001 - the public name mirrors built-in open(): a directory is a log
+    path: str | os.PathLike[str],
+    *,
+    metadata_url: str | None = None,
+    clock: Clock | None = None,
+    maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
+    metadata_max_age_ms: int = 1000,
+) -> Log:
+    """Open (creating if needed) the log stored in directory ``path``.
+
+    ``metadata_url``: a SQLAlchemy URL of the metadata database (default: SQLite in
+    ``<path>/metadata.db``; ``postgresql+psycopg://...`` when brokers span hosts).
+    ``maintenance_interval_ms``: how often the background thread enforces retention
+    (None: never; call :meth:`Log.run_maintenance` yourself).
+    ``metadata_max_age_ms``: how stale this process's view of topic configs may get.
+    """
+    return Log(
+        path,
+        metadata_url=metadata_url,
+        clock=clock,
+        maintenance_interval_ms=maintenance_interval_ms,
+        metadata_max_age_ms=metadata_max_age_ms,
+    )
+
+
+class Log:
+    """A log directory: topics, producers, consumers, fetches and maintenance."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        metadata_url: str | None = None,
+        clock: Clock | None = None,
+        maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
+        metadata_max_age_ms: int = 1000,
+    ) -> None:
+        self.path = Path(path).absolute()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot use {self.path} as a log directory: {exc}") from exc
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self.metadata_url = metadata_url or f"sqlite:///{self.path / 'metadata.db'}"
+        self._store = open_metadata_store(self.metadata_url)
+        self.notifier = AppendNotifier()
+        self._manager = LogManager(self.path, clock=self.clock, notifier=self.notifier)
+        self._manager.purge_deleted()
+        self._cache = TopicCache(self._store, max_age_ms=metadata_max_age_ms)
+        self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
+        self._clients: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
+        self._closed = threading.Event()
+        self._maintenance: threading.Thread | None = None
+        if maintenance_interval_ms is not None:
+            if maintenance_interval_ms <= 0:
+                raise InvalidArgumentError("maintenance_interval_ms must be positive or None")
+            self._maintenance = threading.Thread(
+                target=self._maintain, args=(maintenance_interval_ms / 1000.0,),
+                name="logstore-maintenance", daemon=True,
+            )
+            self._maintenance.start()
+
+    # --- topics ------------------------------------------------------------------------------
+
+    def create_topic(
+        self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None
+    ) -> TopicDescription:
+        """Create a topic. Raises TopicAlreadyExistsError, InvalidTopicError,
+        InvalidPartitionsError or InvalidConfigurationError."""
+        self._ensure_open()
+        return self._admin.create_topic(name, partitions, config)
+
+    def list_topics(self) -> list[str]:
+        """Names of all topics, sorted."""
+        self._ensure_open()
+        return self._admin.list_topics()
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        """Identity, effective config and per-partition offsets and sizes of a topic."""
+        self._ensure_open()
+        return self._admin.describe_topic(name)
+
+    def alter_topic_config(self, name: str, config: Mapping[str, Any]) -> TopicDescription:
+        """Set config keys of a topic (a value of None restores the default)."""
+        self._ensure_open()
+        return self._admin.alter_topic_config(name, config)
+
+    def create_partitions(self, name: str, total: int) -> TopicDescription:
+        """Grow a topic to ``total`` partitions."""
+        self._ensure_open()
+        return self._admin.create_partitions(name, total)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and all its records."""
+        self._ensure_open()
+        self._admin.delete_topic(name)
+
+    # --- clients -----------------------------------------------------------------------------
+
+    def producer(self, **options: Any) -> Producer:
+        """A new :class:`~logstore.client.producer.Producer` (options as its constructor)."""
+        self._ensure_open()
+        producer = Producer(self, **options)
+        self._clients.add(producer)
+        return producer
+
+    def consumer(self, **options: Any) -> Consumer:
+        """A new :class:`~logstore.client.consumer.Consumer` (options as its constructor)."""
+        self._ensure_open()
+        consumer = Consumer(self, **options)
+        self._clients.add(consumer)
+        return consumer
+
+    # --- raw access --------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_bytes: int = 1 << 20,
+        isolation_level: str = "read_uncommitted",
+    ) -> FetchResult:
+        """Raw RecordBatch v2 bytes from ``offset`` (whole batches; at least one if any exists,
+        even past ``max_bytes``), with the partition's high watermark and log start offset.
+
+        Raises OffsetOutOfRangeError when ``offset`` is outside [log start, log end].
+        """
+        self._ensure_open()
+        try:
+            IsolationLevel(isolation_level)
+        except ValueError:
+            raise InvalidArgumentError(f"unknown isolation_level {isolation_level!r}") from None
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise InvalidArgumentError(f"max_bytes must be a non-negative int, got {max_bytes!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise InvalidArgumentError(f"offset must be an int, got {offset!r}")
+        log = self.partition_log(topic, partition)
+        result = log.read(offset, max_bytes=max_bytes)
+        # Without transactions every record is committed: the last stable offset is the high
+        # watermark and both isolation levels read the same records.
+        return FetchResult(
+            topic=topic,
+            partition=partition,
+            records=result.records,
+            high_watermark=result.high_watermark,
+            last_stable_offset=result.high_watermark,
+            log_start_offset=result.log_start_offset,
+            log_end_offset=result.log_end_offset,
+        )
+
+    def append(self, topic: str, partition: int, batch: bytes) -> AppendResult:
+        """Append one encoded RecordBatch v2 (validated record by record) to a partition."""
+        self._ensure_open()
+        if not isinstance(batch, (bytes, bytearray, memoryview)):
+            raise InvalidArgumentError(f"batch must be bytes, got {type(batch).__name__}")
+        return self.partition_log(topic, partition).append(bytes(batch), verify_records=True)
+
+    def delete_records(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Advance log start offsets (offset -1 means the high watermark); return the new ones."""
+        self._ensure_open()
+        return {
+            TopicPartition(*tp): self.partition_log(tp[0], tp[1]).delete_records(offset)
+            for tp, offset in offsets.items()
+        }
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog:
+        """The storage-level log of one partition (for tools and advanced use)."""
+        self._ensure_open()
+        validate_topic_name(topic)
+        return self._admin.partition_log(topic, partition)
+
+    # --- ClientAccess ------------------------------------------------------------------------
+
+    def topic_info(self, topic: str) -> tuple[int, TopicConfig]:
+        self._ensure_open()
+        if not isinstance(topic, str):
+            raise InvalidArgumentError(f"topic must be a str, got {type(topic).__name__}")
+        cached = self._cache.require(topic)
+        return cached.partition_count, cached.config
+
+    def topics(self) -> list[str]:
+        return self.list_topics()
+
+    # --- maintenance -------------------------------------------------------------------------
+
+    def run_maintenance(self, topic: str | None = None) -> list[RetentionReport]:
+        """Enforce retention now on every partition (or those of ``topic``)."""
+        self._ensure_open()
+        names = [topic] if topic is not None else self.list_topics()
+        reports: list[RetentionReport] = []
+        for name in names:
+            partition_count, _ = self.topic_info(name)
+            for partition in range(partition_count):
+                reports.append(self.partition_log(name, partition).enforce_retention())
+        return reports
+
+    def _maintain(self, interval_s: float) -> None:
+        while not self._closed.wait(interval_s):
+            try:
+                self.run_maintenance()
+            except IllegalStateError:
+                return
+            except LogstoreError as exc:
+                _log.warning("retention pass failed: %s", exc)
+            except Exception:  # keep the thread alive; the next pass may succeed
+                _log.exception("retention pass failed unexpectedly")
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close clients made by this log, partition logs and the metadata store. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for client in list(self._clients):
+            client.close()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout=30)
+        self._manager.close()
+        self.notifier.close()
+        self._store.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _ensure_open(self) -> None:
+        if self._closed.is_set():
+            raise IllegalStateError("the log is closed")
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<logstore.Log {self.path}>"

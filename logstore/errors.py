@@ -1,0 +1,169 @@
+"""The one exception hierarchy of logstore.
+
+Every error a caller can see is a :class:`LogstoreError`. Each class says whether retrying the
+same call may succeed (``retriable``) and carries the Kafka protocol error code it corresponds to
+(``error_code``), so the Kafka-protocol broker on the roadmap can answer with the same errors.
+
+Foreign exceptions (apsw, SQLAlchemy, boto3, compression libraries) are translated into these at
+the boundary of the module that wraps the library; they never leak to callers.
+
+This module is a leaf: it imports nothing from logstore.
+"""
+
+from __future__ import annotations
+
+
+class LogstoreError(Exception):
+    """Base class of every logstore error.
+
+    ``retriable`` is True when the same call may succeed later without any change by the caller
+    (a locked database, a timeout, a busy lease). ``error_code`` is the Kafka error code.
+    """
+
+    retriable: bool = False
+    error_code: int = -1  # UNKNOWN_SERVER_ERROR
+
+    def __init__(self, message: str = "", *, retriable: bool | None = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.__class__.__name__)
+        if retriable is not None:
+            self.retriable = retriable
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+class CorruptRecordError(LogstoreError):
+    """Record batch bytes are malformed: truncated, bad CRC, bad lengths or undecodable."""
+
+    error_code = 2  # CORRUPT_MESSAGE
+
+
+class InvalidRecordError(LogstoreError):
+    """A record or batch is well-formed but not acceptable (e.g. wrong magic, bad offsets)."""
+
+    error_code = 87  # INVALID_RECORD
+
+
+class RecordTooLargeError(LogstoreError):
+    """A record or batch is larger than the topic's ``max.message.bytes``."""
+
+    error_code = 10  # MESSAGE_TOO_LARGE
+
+
+class UnsupportedCompressionError(LogstoreError):
+    """The batch uses a compression codec this build cannot handle."""
+
+    error_code = 76  # UNSUPPORTED_COMPRESSION_TYPE
+
+
+# --- topics, partitions, configs -------------------------------------------------------------
+
+
+class InvalidTopicError(LogstoreError):
+    """The topic name is not legal (Kafka's rules: [a-zA-Z0-9._-], 1..249 chars, not . or ..)."""
+
+    error_code = 17  # INVALID_TOPIC_EXCEPTION
+
+
+class TopicAlreadyExistsError(LogstoreError):
+    """A topic with this name exists."""
+
+    error_code = 36  # TOPIC_ALREADY_EXISTS
+
+
+class UnknownTopicOrPartitionError(LogstoreError):
+    """The topic or partition does not exist."""
+
+    error_code = 3  # UNKNOWN_TOPIC_OR_PARTITION
+
+
+class InvalidPartitionsError(LogstoreError):
+    """The partition count is not valid (must be >= 1 and may only grow)."""
+
+    error_code = 37  # INVALID_PARTITIONS
+
+
+class InvalidConfigurationError(LogstoreError):
+    """A configuration key is unknown or its value is not valid."""
+
+    error_code = 40  # INVALID_CONFIG
+
+
+# --- offsets -------------------------------------------------------------------------------
+
+
+class OffsetOutOfRangeError(LogstoreError):
+    """The offset is below the log start offset or above the log end offset."""
+
+    error_code = 1  # OFFSET_OUT_OF_RANGE
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        offset: int | None = None,
+        log_start_offset: int | None = None,
+        log_end_offset: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+class NoOffsetForPartitionError(LogstoreError):
+    """The consumer has no position for a partition and ``auto_offset_reset`` is ``none``."""
+
+
+# --- storage and metadata --------------------------------------------------------------------
+
+
+class StorageError(LogstoreError):
+    """The local log storage failed (I/O error, full disk, unreadable segment)."""
+
+    error_code = 56  # KAFKA_STORAGE_ERROR
+
+
+class DatabaseLockedError(StorageError):
+    """A SQLite database stayed locked by another process past the busy timeout."""
+
+    retriable = True
+
+
+class MetadataStoreError(LogstoreError):
+    """The metadata store failed or could not be reached."""
+
+    retriable = True
+
+
+class StaleVersionError(LogstoreError):
+    """A compare-and-swap lost: the row's version or epoch changed since it was read."""
+
+    retriable = True
+
+
+# --- clients -------------------------------------------------------------------------------
+
+
+class LogstoreTimeoutError(LogstoreError):
+    """An operation did not complete within its timeout."""
+
+    retriable = True
+    error_code = 7  # REQUEST_TIMED_OUT
+
+
+class IllegalStateError(LogstoreError):
+    """The call is not valid in the object's current state (e.g. a closed producer)."""
+
+
+class BufferExhaustedError(LogstoreTimeoutError):
+    """The producer's buffer stayed full past ``max_block_ms``."""
+
+
+class InvalidArgumentError(LogstoreError, ValueError):
+    """An argument has the wrong type or value."""
+
+    error_code = 42  # INVALID_REQUEST
+
+
+__all__ = [name for name in dir() if name.endswith("Error")]

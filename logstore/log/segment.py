@@ -1,0 +1,466 @@
+"""One local segment: a SQLite database (apsw, WAL mode) holding record batches, one row per batch.
+
+File: ``<partition dir>/<base_offset:020d>.sqlite`` (zero-padded so ``ls`` sorts by offset), plus
+SQLite's ``-wal`` and ``-shm`` files next to it.
+
+Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_version`` =
+:data:`FORMAT_VERSION`)::
+
+    batches(base_offset   INTEGER PRIMARY KEY,  -- first offset of the batch
+            last_offset   INTEGER NOT NULL,     -- base_offset + lastOffsetDelta
+            max_timestamp INTEGER NOT NULL,     -- the batch's maxTimestamp
+            record_count  INTEGER NOT NULL,
+            producer_id   INTEGER NOT NULL,     -- -1 unless idempotent/transactional
+            attributes    INTEGER NOT NULL,     -- the batch's attributes field
+            data          BLOB    NOT NULL)     -- the whole RecordBatch v2, exactly as served
+    segment(id = 0, base_offset, created_ms,
+            sealed        -- 0 while active; 1 once rolled (no more appends)
+            next_offset   -- when sealed: the base offset of the successor segment
+            size_bytes    -- sum of the batch sizes
+            max_timestamp -- largest maxTimestamp of any batch, -1 when empty
+            last_offset)  -- last offset of the last batch, base_offset - 1 when empty
+
+The blob's baseOffset (and partitionLeaderEpoch) fields are patched to the assigned values inside
+the write transaction, so a read returns stored bytes unchanged.
+
+Creation is atomic: the database is built under a temporary name and hard-linked into place, so
+every process sees either no segment or a complete one, and two processes racing to create the
+same segment agree on one file.
+
+Every connection sets ``SQLITE_FCNTL_PERSIST_WAL``: SQLite otherwise deletes the ``-wal`` and
+``-shm`` files *by path* when the last connection closes, which would destroy the files of a newer
+segment that reuses the path (after a truncation or a topic re-creation) while a stale connection
+to the old, unlinked segment closes in another process.
+
+Thread-safety: a ``Segment`` wraps one connection; callers serialize use of it (the partition log
+holds a lock per connection). Several processes may open the same segment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import apsw
+
+from logstore.errors import DatabaseLockedError, StorageError
+
+APPLICATION_ID = 0x4C475347  # "LGSG": a logstore segment
+FORMAT_VERSION = 1
+SUFFIX = ".sqlite"
+BUSY_TIMEOUT_MS = 60_000
+
+_SCHEMA = f"""
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {FORMAT_VERSION};
+CREATE TABLE batches (
+    base_offset   INTEGER PRIMARY KEY,
+    last_offset   INTEGER NOT NULL,
+    max_timestamp INTEGER NOT NULL,
+    record_count  INTEGER NOT NULL,
+    producer_id   INTEGER NOT NULL,
+    attributes    INTEGER NOT NULL,
+    data          BLOB    NOT NULL
+);
+CREATE TABLE segment (
+    id            INTEGER PRIMARY KEY CHECK (id = 0),
+    base_offset   INTEGER NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    sealed        INTEGER NOT NULL DEFAULT 0,
+    next_offset   INTEGER,
+    size_bytes    INTEGER NOT NULL DEFAULT 0,
+    max_timestamp INTEGER NOT NULL DEFAULT -1,
+    last_offset   INTEGER NOT NULL
+);
+"""
+
+
+def segment_file_name(base_offset: int) -> str:
+    """The file name of the segment starting at ``base_offset``."""
+    return f"{base_offset:020d}{SUFFIX}"
+
+
+def parse_segment_file_name(name: str) -> int | None:
+    """The base offset encoded in a segment file name, or None if ``name`` is not a segment."""
+    if len(name) != 20 + len(SUFFIX) or not name.endswith(SUFFIX):
+        return None
+    digits = name[:20]
+    return int(digits) if digits.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentState:
+    """The segment's summary row, read inside a transaction."""
+
+    base_offset: int
+    created_ms: int
+    sealed: bool
+    next_offset: int | None
+    size_bytes: int
+    max_timestamp: int
+    last_offset: int
+
+    @property
+    def log_end_offset(self) -> int:
+        """One past the last offset stored in this segment."""
+        return self.last_offset + 1
+
+    @property
+    def is_empty(self) -> bool:
+        return self.last_offset < self.base_offset
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """One batch to insert; ``data`` already carries its assigned base offset."""
+
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+    record_count: int
+    producer_id: int
+    attributes: int
+    data: bytes | bytearray
+
+
+def translate(exc: BaseException, what: str) -> StorageError:
+    """Turn an apsw exception into a logstore error (call at the module boundary)."""
+    if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
+        return DatabaseLockedError(f"{what}: database stayed locked ({exc})")
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return StorageError(f"{what}: segment file is corrupt ({exc})")
+    if isinstance(exc, apsw.FullError):
+        return StorageError(f"{what}: disk full ({exc})")
+    return StorageError(f"{what}: {exc.__class__.__name__}: {exc}")
+
+
+def _set_persist_wal(conn: apsw.Connection) -> None:
+    flag = ctypes.c_int(1)
+    conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(flag))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Segment:
+    """A connection to one segment database.
+
+    Writes happen between :meth:`begin_write` and commit/rollback (the context manager
+    :meth:`write_transaction` does both); reads use :meth:`read_transaction` for a consistent
+    snapshot. Not thread-safe by itself: hold :attr:`lock` around use.
+    """
+
+    def __init__(self, path: Path, base_offset: int, conn: apsw.Connection) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self.lock = threading.Lock()
+        self._conn = conn
+        self._synchronous: str | None = None
+        self._closed = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, base_offset: int, *, created_ms: int) -> Path:
+        """Create the segment file for ``base_offset`` in ``directory`` unless it exists.
+
+        Atomic and idempotent across processes: build under a temporary name, fsync, hard-link
+        into place (losing a race to another creator is fine), fsync the directory.
+        """
+        final = directory / segment_file_name(base_offset)
+        if final.exists():
+            return final
+        tmp = directory / f".{segment_file_name(base_offset)}.tmp-{os.getpid()}-{threading.get_ident()}"
+        try:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+                leftover.unlink(missing_ok=True)
+            conn = apsw.Connection(str(tmp))
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                with conn:
+                    conn.execute(_SCHEMA)
+                    conn.execute(
+                        "INSERT INTO segment(id, base_offset, created_ms, last_offset) "
+                        "VALUES (0, ?, ?, ?)",
+                        (base_offset, created_ms, base_offset - 1),
+                    )
+                # Fold the WAL into the main file so the linked file is complete on its own.
+                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            finally:
+                conn.close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                pass
+            _fsync_dir(directory)
+        except apsw.Error as exc:
+            raise translate(exc, f"creating segment {final}") from exc
+        except OSError as exc:
+            raise StorageError(f"creating segment {final}: {exc}") from exc
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+        return final
+
+    @classmethod
+    def open(cls, path: Path) -> Segment:
+        """Open an existing segment (never creates one). Raises FileNotFoundError if missing."""
+        base_offset = parse_segment_file_name(path.name)
+        if base_offset is None:
+            raise StorageError(f"{path} is not a segment file name")
+        try:
+            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        except apsw.CantOpenError:
+            if not path.exists():
+                raise FileNotFoundError(path) from None
+            raise
+        except apsw.Error as exc:
+            raise translate(exc, f"opening segment {path}") from exc
+        try:
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            _set_persist_wal(conn)
+            app_id = conn.execute("PRAGMA application_id").get
+            version = conn.execute("PRAGMA user_version").get
+        except apsw.Error as exc:
+            conn.close()
+            raise translate(exc, f"opening segment {path}") from exc
+        if app_id != APPLICATION_ID or version != FORMAT_VERSION:
+            conn.close()
+            raise StorageError(
+                f"{path} is not a logstore segment of format {FORMAT_VERSION} "
+                f"(application_id={app_id:#x}, user_version={version})"
+            )
+        return cls(path, base_offset, conn)
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._conn.close()
+            except apsw.Error:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # --- transactions ------------------------------------------------------------------------
+
+    def set_durability(self, *, fsync: bool) -> None:
+        """FULL fsyncs the WAL on every commit (survives power loss); NORMAL survives crashes."""
+        wanted = "FULL" if fsync else "NORMAL"
+        if wanted != self._synchronous:
+            self._conn.execute(f"PRAGMA synchronous = {wanted}")
+            self._synchronous = wanted
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[SegmentState]:
+        """``BEGIN IMMEDIATE`` (waits for other writers, in any process), yield the current state,
+        commit on normal exit and roll back on an exception.
+        """
+        what = f"writing segment {self.path}"
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except apsw.Error as exc:
+            raise translate(exc, what) from exc
+        try:
+            yield self._state()
+        except BaseException:
+            try:
+                self._conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+            raise
+        try:
+            self._conn.execute("COMMIT")
+        except apsw.Error as exc:
+            try:
+                self._conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+            raise translate(exc, what) from exc
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[SegmentState]:
+        """A read snapshot: everything read inside sees one committed state."""
+        try:
+            self._conn.execute("BEGIN")
+            state = self._state()
+        except apsw.Error as exc:
+            self._rollback_quietly()
+            raise translate(exc, f"reading segment {self.path}") from exc
+        try:
+            yield state
+        finally:
+            self._rollback_quietly()
+
+    def _rollback_quietly(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except apsw.Error:
+            pass
+
+    def _state(self) -> SegmentState:
+        row = self._conn.execute(
+            "SELECT base_offset, created_ms, sealed, next_offset, size_bytes, max_timestamp, "
+            "last_offset FROM segment WHERE id = 0"
+        ).fetchone()
+        if row is None:
+            raise StorageError(f"segment {self.path} has no state row")
+        return SegmentState(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
+
+    def state(self) -> SegmentState:
+        """The summary row (its own read transaction)."""
+        with self.read_transaction() as state:
+            return state
+
+    # --- writes (inside write_transaction) ----------------------------------------------------
+
+    def insert(self, rows: Sequence[BatchRow]) -> None:
+        """Insert batches and update the summary row. Offsets must follow the current end."""
+        if not rows:
+            return
+        try:
+            self._conn.executemany(
+                "INSERT INTO batches(base_offset, last_offset, max_timestamp, record_count, "
+                "producer_id, attributes, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.base_offset, r.last_offset, r.max_timestamp, r.record_count, r.producer_id,
+                  r.attributes, r.data) for r in rows],
+            )
+            self._conn.execute(
+                "UPDATE segment SET size_bytes = size_bytes + ?, "
+                "max_timestamp = max(max_timestamp, ?), last_offset = ? WHERE id = 0",
+                (sum(len(r.data) for r in rows), max(r.max_timestamp for r in rows),
+                 rows[-1].last_offset),
+            )
+        except apsw.Error as exc:
+            raise translate(exc, f"appending to segment {self.path}") from exc
+
+    def seal(self, next_offset: int) -> None:
+        """Mark the segment sealed; appends go to the segment starting at ``next_offset``.
+
+        ``next_offset`` -1 means "no successor yet: rescan the directory" (used by truncation).
+        """
+        try:
+            self._conn.execute(
+                "UPDATE segment SET sealed = 1, next_offset = ? WHERE id = 0", (next_offset,)
+            )
+        except apsw.Error as exc:
+            raise translate(exc, f"sealing segment {self.path}") from exc
+
+    def truncate_from(self, offset: int) -> None:
+        """Delete every batch whose base offset is >= ``offset`` and recompute the summary.
+
+        Used by truncation; the sealed flag is left alone (see :meth:`unseal`).
+        """
+        try:
+            self._conn.execute("DELETE FROM batches WHERE base_offset >= ?", (offset,))
+            row = self._conn.execute(
+                "SELECT coalesce(sum(length(data)), 0), coalesce(max(max_timestamp), -1), "
+                "coalesce(max(last_offset), ?) FROM batches",
+                (self.base_offset - 1,),
+            ).fetchone()
+            self._conn.execute(
+                "UPDATE segment SET size_bytes = ?, max_timestamp = ?, last_offset = ? "
+                "WHERE id = 0",
+                row,
+            )
+        except apsw.Error as exc:
+            raise translate(exc, f"truncating segment {self.path}") from exc
+
+    def unseal(self) -> None:
+        """Make the segment active again (the last step of a truncation)."""
+        try:
+            self._conn.execute("UPDATE segment SET sealed = 0, next_offset = NULL WHERE id = 0")
+        except apsw.Error as exc:
+            raise translate(exc, f"unsealing segment {self.path}") from exc
+
+    # --- reads (inside a transaction) ----------------------------------------------------------
+
+    def batch_containing(self, offset: int) -> tuple[int, int] | None:
+        """``(base_offset, last_offset)`` of the batch holding ``offset``, or of the first batch
+        after it when ``offset`` falls in a gap; None when nothing at or after it is here."""
+        row = self._conn.execute(
+            "SELECT base_offset, last_offset FROM batches WHERE base_offset <= ? "
+            "ORDER BY base_offset DESC LIMIT 1",
+            (offset,),
+        ).fetchone()
+        if row is not None and row[1] >= offset:
+            return row[0], row[1]
+        row = self._conn.execute(
+            "SELECT base_offset, last_offset FROM batches WHERE base_offset > ? "
+            "ORDER BY base_offset LIMIT 1",
+            (offset,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def read_from(
+        self, offset: int, *, max_bytes: int, end_offset: int, first: bool
+    ) -> tuple[list[bytes], int, int, bool]:
+        """Batches from the one containing ``offset`` up to ``max_bytes`` in total.
+
+        Only batches whose base offset is below ``end_offset`` are returned. When ``first`` is
+        True the first batch is returned even if it alone exceeds ``max_bytes`` (as Kafka does,
+        so a consumer can always make progress). Returns (batches, bytes, next offset to read,
+        whether ``max_bytes`` stopped the read before the end of this segment).
+        """
+        start = self.batch_containing(offset)
+        if start is None or start[0] >= end_offset:
+            return [], 0, offset, False
+        out: list[bytes] = []
+        total = 0
+        next_offset = offset
+        for base, last, data in self._conn.execute(
+            "SELECT base_offset, last_offset, data FROM batches "
+            "WHERE base_offset >= ? AND base_offset < ? ORDER BY base_offset",
+            (start[0], end_offset),
+        ):
+            size = len(data)
+            if total + size > max_bytes and not (first and not out):
+                return out, total, next_offset, True
+            out.append(data)
+            total += size
+            next_offset = last + 1
+        return out, total, next_offset, False
+
+    def first_batch_at_or_after_time(self, timestamp_ms: int) -> tuple[int, bytes] | None:
+        """The first batch (by offset) whose maxTimestamp is >= ``timestamp_ms``."""
+        row = self._conn.execute(
+            "SELECT base_offset, data FROM batches WHERE max_timestamp >= ? "
+            "ORDER BY base_offset LIMIT 1",
+            (timestamp_ms,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def batch_summaries(self) -> list[tuple[int, int, int, int, int, int]]:
+        """Every batch as (base_offset, last_offset, max_timestamp, record_count, producer_id,
+        attributes), without the data."""
+        return [tuple(r) for r in self._conn.execute(  # type: ignore[misc]
+            "SELECT base_offset, last_offset, max_timestamp, record_count, producer_id, "
+            "attributes FROM batches ORDER BY base_offset"
+        )]
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file (best effort; skipped while readers are busy)."""
+        try:
+            self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+        except apsw.Error:
+            pass

@@ -1,0 +1,133 @@
+"""Value types shared by every layer: topic-partitions, records, offsets, descriptions.
+
+All values are immutable. ``ConsumerRecord`` and ``TopicPartition`` are ``NamedTuple`` rather than
+frozen dataclasses because they are created once per record / looked up per record on hot paths,
+and a tuple is several times cheaper to build and hash than a frozen dataclass.
+
+This module is a leaf: it imports nothing from logstore but ``errors``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping, NamedTuple, Sequence
+
+Header = tuple[str, bytes | None]
+"""A record header: a UTF-8 key and an optional byte value (Kafka allows null header values)."""
+
+
+class TopicPartition(NamedTuple):
+    """A partition of a topic."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+
+class ConsumerRecord(NamedTuple):
+    """A record as a consumer sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...] = ()
+    timestamp_type: int = 0  # 0 = CreateTime, 1 = LogAppendTime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    """Where an acknowledged record was written."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    serialized_key_size: int = -1
+    serialized_value_size: int = -1
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetAndTimestamp:
+    """The earliest offset whose record timestamp is at or after a queried time."""
+
+    offset: int
+    timestamp_ms: int
+
+
+class IsolationLevel(str, enum.Enum):
+    """Which records a reader may see (Kafka's ``isolation.level``)."""
+
+    READ_UNCOMMITTED = "read_uncommitted"
+    READ_COMMITTED = "read_committed"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Offsets assigned to one appended batch."""
+
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 unless the topic uses LogAppendTime
+    log_start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """Raw RecordBatch v2 bytes read from one partition, with the partition's offsets.
+
+    ``records`` holds whole batches concatenated in offset order, exactly as stored; the first
+    batch may start before the requested offset (Kafka returns whole batches).
+    """
+
+    topic: str
+    partition: int
+    records: bytes
+    high_watermark: int
+    last_stable_offset: int
+    log_start_offset: int
+    log_end_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionDescription:
+    """Storage facts of one partition."""
+
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    size_bytes: int
+    segment_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    """A topic: identity, configuration and per-partition storage facts."""
+
+    name: str
+    topic_id: str
+    partition_count: int
+    config: Mapping[str, str]
+    partitions: Sequence[PartitionDescription] = field(default_factory=tuple)
+    created_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    """What one maintenance pass did to one partition."""
+
+    topic: str
+    partition: int
+    segments_deleted: int
+    bytes_deleted: int
+    log_start_offset: int
