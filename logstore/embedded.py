@@ -95,6 +95,8 @@ class Log:
         self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
         self._clients: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
         self._closed = threading.Event()
+        self._closing = False
+        self._close_lock = threading.Lock()
         self._maintenance: threading.Thread | None = None
         if maintenance_interval_ms is not None:
             if maintenance_interval_ms <= 0:
@@ -144,14 +146,14 @@ class Log:
 
     def producer(self, **options: Any) -> Producer:
         """A new :class:`~logstore.client.producer.Producer` (options as its constructor)."""
-        self._ensure_open()
+        self._ensure_accepting_clients()
         producer = Producer(self, **options)
         self._clients.add(producer)
         return producer
 
     def consumer(self, **options: Any) -> Consumer:
         """A new :class:`~logstore.client.consumer.Consumer` (options as its constructor)."""
-        self._ensure_open()
+        self._ensure_accepting_clients()
         consumer = Consumer(self, **options)
         self._clients.add(consumer)
         return consumer
@@ -256,11 +258,14 @@ class Log:
 
     def close(self) -> None:
         """Close clients made by this log, partition logs and the metadata store. Idempotent."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        with self._close_lock:
+            if self._closing:
+                return
+            self._closing = True  # no new clients from here on
+        # Clients first: a producer's last batches still need the partition logs.
         for client in list(self._clients):
             client.close()
+        self._closed.set()
         if self._maintenance is not None:
             self._maintenance.join(timeout=30)
         self._manager.close()
@@ -274,6 +279,11 @@ class Log:
     def _ensure_open(self) -> None:
         if self._closed.is_set():
             raise IllegalStateError("the log is closed")
+
+    def _ensure_accepting_clients(self) -> None:
+        with self._close_lock:
+            if self._closing:
+                raise IllegalStateError("the log is closed")
 
     def __enter__(self) -> Log:
         return self

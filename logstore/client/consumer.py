@@ -114,7 +114,7 @@ class Consumer:
         for tp in wanted:
             if tp not in self._assigned:
                 self._assigned[tp] = _Assigned()
-                self._access.notifier.watch(self._access.partition_log(*tp).directory)
+                self._access.notifier.watch(self._access.partition_log(*tp).doorbell_path)
         self._order = list(self._assigned)
         self._next_index = 0
 
@@ -127,7 +127,7 @@ class Consumer:
 
     def _unwatch(self, tp: TopicPartition) -> None:
         try:
-            self._access.notifier.unwatch(self._access.partition_log(*tp).directory)
+            self._access.notifier.unwatch(self._access.partition_log(*tp).doorbell_path)
         except Exception:  # the topic may be gone; nothing to unwatch then
             pass
 

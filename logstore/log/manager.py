@@ -93,7 +93,7 @@ class LogManager:
             logs = [self._logs.pop(k)[1] for k in keys]
         for log in logs:
             log.close()
-            self.notifier.unwatch(log.directory)
+            self.notifier.unwatch(log.doorbell_path)
 
     def delete_topic(self, topic: str, topic_id: str) -> None:
         """Remove the topic's directory: rename it aside atomically, then delete it."""

@@ -1,10 +1,12 @@
 """Wake-ups for readers waiting for new records, from this process or from others.
 
 Appends in this process call :meth:`AppendNotifier.notify` after they commit. Appends by other
-processes sharing the data directory are seen through Linux inotify: every commit writes the
-segment's ``-wal`` file and every roll creates a file, and a watch on a partition directory
-reports both. A daemon thread reads the inotify descriptor and bumps the same sequence number,
-so a waiting consumer sleeps in ``Condition.wait`` and wakes within a fraction of a millisecond.
+processes sharing the data directory are seen through Linux inotify: after every commit the
+appender rewrites one byte of the partition's doorbell file (``.notify``), and a watch on that
+file reports it. A daemon thread reads the inotify descriptor and bumps the same sequence
+number, so a waiting consumer sleeps in ``Condition.wait`` and wakes within a fraction of a
+millisecond. (Watching the segment's ``-wal`` file instead would wake readers before the commit
+is visible to them.)
 
 Where inotify is unavailable (not Linux, or the watch limit is exhausted) waits are cut into
 slices of ``fallback_poll_ms`` so other processes' appends are still seen, just later.
@@ -18,16 +20,12 @@ import ctypes
 import ctypes.util
 import os
 import select
-import struct
 import threading
 from pathlib import Path
 
 _IN_MODIFY = 0x00000002
-_IN_CREATE = 0x00000100
-_IN_MOVED_TO = 0x00000080
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
-_EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -90,11 +88,11 @@ class AppendNotifier:
 
     # --- inotify ---------------------------------------------------------------------------
 
-    def watch(self, directory: Path) -> None:
-        """Also wake waiters when another process appends to or rolls this partition."""
+    def watch(self, doorbell: Path) -> None:
+        """Also wake waiters when another process rings this doorbell file (appends)."""
         if self._libc is None or self._closed:
             return
-        key = str(directory)
+        key = str(doorbell)
         with self._cond:
             if key in self._watches:
                 wd, refs = self._watches[key]
@@ -102,16 +100,14 @@ class AppendNotifier:
                 return
             if not self._ensure_inotify():
                 return
-            wd = self._libc.inotify_add_watch(
-                self._inotify_fd, key.encode(), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO
-            )
+            wd = self._libc.inotify_add_watch(self._inotify_fd, key.encode(), _IN_MODIFY)
             if wd < 0:
-                # Out of watches or the directory vanished: this partition falls back to polling.
+                # Out of watches or the file vanished: this partition falls back to polling.
                 return
             self._watches[key] = (wd, 1)
 
-    def unwatch(self, directory: Path) -> None:
-        key = str(directory)
+    def unwatch(self, doorbell: Path) -> None:
+        key = str(doorbell)
         with self._cond:
             entry = self._watches.get(key)
             if entry is None:

@@ -4,6 +4,8 @@ Layout of ``<data>/topics/<topic>/<partition>/``::
 
     partition.sqlite                 log start offset, truncation intent, generation
     .lock                            flock for structural changes (roll, truncate, delete)
+    .notify                          doorbell: one byte rewritten after every commit, so
+                                     consumers in other processes wake through inotify
     00000000000000000000.sqlite      sealed segment (+ -wal, -shm)
     00000000000000052731.sqlite      the active segment: the one with the highest base offset
 
@@ -21,6 +23,8 @@ Invariants:
   are unlinked, so a crash leaves at worst an orphan file that the next pass deletes.
 * Truncation records its target first and is redone by the next process to find it, so a crash
   in the middle never leaves a half-truncated log that takes appends.
+* The doorbell is rung only after a commit returns: inotify events on the ``-wal`` file itself
+  fire before the commit is visible to readers, so waking on those would miss records.
 
 Thread-safety: all public methods may be called from any thread. Several processes may open the
 same partition directory.
@@ -65,6 +69,7 @@ from logstore.records.header import (
 from logstore.types import AppendResult, OffsetAndTimestamp, PartitionDescription, RetentionReport
 
 _MAX_RETRIES = 1000
+DOORBELL_FILE = ".notify"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,8 @@ class PartitionLog:
         self._max_open_segments = max(1, max_open_segments)
         self._state = PartitionState.open(directory)
         self._lock = PartitionLock(directory)
+        self.doorbell_path = directory / DOORBELL_FILE
+        self._doorbell_fd = _open_doorbell(self.doorbell_path)
         self._meta_lock = threading.Lock()  # guards _bases, _sealed, _generation, _writer swap
         self._bases: list[int] = []
         self._sealed: dict[int, SegmentState] = {}
@@ -139,6 +146,7 @@ class PartitionLog:
     def create(directory: Path, *, topic_id: str, created_ms: int, base_offset: int = 0) -> None:
         """Lay out an empty partition directory (idempotent)."""
         directory.mkdir(parents=True, exist_ok=True)
+        os.close(_open_doorbell(directory / DOORBELL_FILE))
         PartitionState.create(directory, topic_id=topic_id, log_start_offset=base_offset)
         if not any(parse_segment_file_name(n) is not None for n in os.listdir(directory)):
             Segment.create(directory, base_offset, created_ms=created_ms)
@@ -249,8 +257,8 @@ class PartitionLog:
                     for pending in group:
                         pending.done = True
                     self._commit_cond.notify_all()
-            if self._notifier is not None and group[0].error is None:
-                self._notifier.notify()
+            if group[0].error is None:
+                self._ring()
         results = []
         for pending in mine:
             if pending.error is not None:
@@ -260,6 +268,15 @@ class PartitionLog:
                 raise StorageError(f"{self}: append was not committed")
             results.append(pending.result)
         return results
+
+    def _ring(self) -> None:
+        """Tell waiting readers, here and in other processes, that a commit is visible."""
+        if self._notifier is not None:
+            self._notifier.notify()
+        try:
+            os.pwrite(self._doorbell_fd, b"\x01", 0)
+        except OSError:
+            pass  # readers elsewhere fall back to their poll interval
 
     def _validate(self, batch: bytes, config: TopicConfig, verify_records: bool) -> BatchHeader:
         header = validate_batch(batch)
@@ -810,11 +827,21 @@ class PartitionLog:
             with segment.lock:
                 segment.close()
         self._state.close()
+        os.close(self._doorbell_fd)
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.topic}-{self.partition})"
 
     __str__ = __repr__
+
+
+def _open_doorbell(path: Path) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from exc
 
 
 def _process_alive(pid: int) -> bool:

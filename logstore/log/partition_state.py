@@ -124,7 +124,7 @@ class PartitionState:
         """The current row, re-read only when another connection has committed since."""
         with self._lock:
             try:
-                version = self._conn.data_version()
+                version = self._conn.execute("PRAGMA data_version").get
                 if self._cached is None or version != self._data_version:
                     row = self._conn.execute(
                         "SELECT topic_id, log_start_offset, generation, truncating_to "
