@@ -30,7 +30,11 @@ class TopicRecord:
 
 @runtime_checkable
 class MetadataStore(Protocol):
-    """Durable, shared metadata. All methods are thread-safe; writes are atomic CAS operations."""
+    """Durable, shared metadata. All methods are thread-safe; writes are atomic CAS operations.
+
+    ``url`` is the database URL with any password masked (for messages and ``describe`` output).
+    A store is a context manager that closes itself on exit.
+    """
 
     url: str
 
@@ -82,5 +86,11 @@ class MetadataStore(Protocol):
         ...
 
     def close(self) -> None:
-        """Release connections. Idempotent."""
+        """Release connections. Idempotent; any other call after it raises IllegalStateError."""
+        ...
+
+    def __enter__(self) -> MetadataStore:
+        ...
+
+    def __exit__(self, *exc_info: object) -> None:
         ...

@@ -1,0 +1,38 @@
+"""Backends: the metadata store (SQLAlchemy) and, later, object stores.
+
+:func:`open_metadata_store` opens the metadata store for a database URL (``sqlite:///<path>`` or
+``postgresql+psycopg://...``), bringing its schema up to date.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from logstore.backends.metadata import MetadataStore
+
+
+def open_metadata_store(
+    url: str,
+    *,
+    connect_timeout_s: float = 10.0,
+    busy_timeout_ms: int = 30_000,
+    auto_migrate: bool = True,
+) -> MetadataStore:
+    """Open the metadata store at ``url`` (a :class:`~.sql_metadata.SqlMetadataStore`).
+
+    Raises :class:`~logstore.errors.MetadataStoreError` for a bad URL, an unreachable database
+    (retriable) or a schema newer than this logstore (not retriable).
+    """
+    # Imported on call: importing logstore.backends must not pull in SQLAlchemy.
+    from logstore.backends.sql_metadata import SqlMetadataStore
+
+    return SqlMetadataStore(
+        url,
+        connect_timeout_s=connect_timeout_s,
+        busy_timeout_ms=busy_timeout_ms,
+        auto_migrate=auto_migrate,
+    )
+
+
+__all__ = ["open_metadata_store"]

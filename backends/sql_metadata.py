@@ -1,0 +1,512 @@
+"""The SQL metadata store: topics in SQLite (default) or PostgreSQL, through SQLAlchemy Core.
+
+This module is the boundary to SQLAlchemy and the database drivers: nothing from sqlalchemy,
+sqlite3 or psycopg leaves it (or :mod:`logstore.backends.migrate`, which uses the helpers here).
+Every failure becomes a :mod:`logstore.errors` exception.
+
+Engines (:func:`create_metadata_engine`):
+
+* SQLite (``sqlite:///<path>``, pysqlite driver). Every connection gets ``busy_timeout`` and
+  ``synchronous=FULL``; the database is switched to WAL once, by the first migration. pysqlite's
+  own transaction handling is switched off (``isolation_level=None``) and the store emits
+  ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for writes, so a writer takes the write lock before it
+  reads and two processes can never deadlock upgrading read locks to write locks (the busy timeout
+  then simply queues writers); a plain deferred ``BEGIN`` for reads.
+* PostgreSQL (``postgresql+psycopg://...``; a bare ``postgresql://`` means psycopg 3 too):
+  ``pool_pre_ping`` and a libpq ``connect_timeout`` so an unreachable server fails promptly.
+
+Thread safety: a store may be shared by any number of threads; each call checks a connection
+out of the engine's pool for the duration of one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import threading
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ContextManager, Iterator, Mapping, NoReturn
+
+from sqlalchemy import Connection, Engine, Row, create_engine, delete, event, insert, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import update
+from sqlalchemy.engine import URL, make_url
+
+from logstore.backends import migrate
+from logstore.backends.metadata import TopicRecord
+from logstore.backends.schema import (
+    CHANGES_ROW_ID,
+    TOPIC_NAME_MAX_LENGTH,
+    metadata_changes,
+    topics,
+)
+from logstore.errors import (
+    DatabaseLockedError,
+    IllegalStateError,
+    InvalidArgumentError,
+    InvalidConfigurationError,
+    InvalidPartitionsError,
+    InvalidTopicError,
+    LogstoreError,
+    MetadataStoreError,
+    StaleVersionError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_BUSY_TIMEOUT_MS = 30_000
+_MAX_PARTITIONS = (1 << 31) - 1  # the partition_count column is a 32-bit integer, as in Kafka
+
+# Execution option read by the SQLite "begin" listener to choose the BEGIN flavour.
+_BEGIN_OPTION = "logstore_sqlite_begin"
+
+# PostgreSQL SQLSTATE classes/codes after which the same call may succeed: connection
+# exceptions, transaction rollbacks (serialization failure, deadlock), insufficient resources,
+# operator intervention (admin shutdown, cancel), system errors, lock not available.
+_PG_RETRIABLE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_PG_RETRIABLE_CODES = frozenset({"55P03"})
+_PG_TRANSIENT_FATAL = ("starting up", "shutting down", "recovery", "too many", "connection slots")
+_PG_UNIQUE_VIOLATION = "23505"
+_SQLITE_UNIQUE_VIOLATIONS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
+
+_URL_HELP = "expected sqlite:///<path> or postgresql+psycopg://<user>@<host>:<port>/<database>"
+
+
+def _redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe for messages and logs."""
+    return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def create_metadata_engine(
+    url: str,
+    *,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+) -> Engine:
+    """Create a configured engine for a metadata database URL (see the module docstring).
+
+    Does not connect. The parent directory of a SQLite database is created if missing. Raises
+    :class:`MetadataStoreError` (not retriable) for a malformed URL, an unsupported dialect or
+    driver, an in-memory SQLite database (each pooled connection would see its own) or a
+    missing driver package.
+    """
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError, TypeError):
+        raise MetadataStoreError(
+            f"invalid metadata store URL {_redact_url(str(url))!r}: {_URL_HELP}", retriable=False
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _create_sqlite_engine(parsed, busy_timeout_ms=busy_timeout_ms)
+    if backend == "postgresql":
+        return _create_postgresql_engine(parsed, connect_timeout_s=connect_timeout_s)
+    raise MetadataStoreError(
+        f"unsupported metadata store URL scheme {parsed.drivername!r}: {_URL_HELP}",
+        retriable=False,
+    )
+
+
+def _create_sqlite_engine(parsed: URL, *, busy_timeout_ms: int) -> Engine:
+    if parsed.get_driver_name() != "pysqlite":
+        raise MetadataStoreError(
+            f"unsupported SQLite driver {parsed.drivername!r}: use sqlite:///<path> (pysqlite)",
+            retriable=False,
+        )
+    database = parsed.database or ""
+    if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+        raise MetadataStoreError(
+            "an in-memory SQLite metadata store is not supported: use sqlite:///<path>",
+            retriable=False,
+        )
+    if not database.startswith("file:"):
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MetadataStoreError(
+                f"cannot create the directory of metadata database {database!r}: {exc}",
+                retriable=False,
+            ) from exc
+    engine = create_engine(parsed)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite: it would otherwise BEGIN lazily before
+        # the first DML statement only, which breaks snapshot reads and transactional DDL.
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        dbapi_connection.execute("PRAGMA synchronous = FULL")
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+    def on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
+    return engine
+
+
+def _create_postgresql_engine(parsed: URL, *, connect_timeout_s: float) -> Engine:
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_driver_name() != "psycopg":
+        raise MetadataStoreError(
+            f"unsupported PostgreSQL driver {parsed.drivername!r}: use postgresql+psycopg://",
+            retriable=False,
+        )
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query:
+        # libpq takes whole seconds (and treats values below 2 as 2).
+        connect_args["connect_timeout"] = max(1, math.ceil(connect_timeout_s))
+    try:
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except ImportError:
+        raise MetadataStoreError(
+            "PostgreSQL metadata stores need psycopg 3: pip install 'logstore[postgres]'",
+            retriable=False,
+        ) from None
+
+
+def begin_write(engine: Engine) -> ContextManager[Connection]:
+    """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, an ordinary one elsewhere."""
+    return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}).begin()
+
+
+def translate_error(exc: BaseException, *, action: str) -> LogstoreError:
+    """The :mod:`logstore.errors` exception for a SQLAlchemy or driver exception.
+
+    SQLite busy/locked -> :class:`DatabaseLockedError`; connection failures, timeouts and
+    PostgreSQL's transient SQLSTATEs -> retriable :class:`MetadataStoreError`; anything else ->
+    non-retriable :class:`MetadataStoreError`. ``action`` names what failed, for the message.
+    """
+    if isinstance(exc, LogstoreError):
+        return exc
+    orig: BaseException = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    message = f"{action} failed: {detail}"
+    if isinstance(orig, sqlite3.Error):
+        name = getattr(orig, "sqlite_errorname", "")
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in detail:
+            return DatabaseLockedError(f"{message} (metadata database locked past busy timeout)")
+        return MetadataStoreError(message, retriable=False)
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return MetadataStoreError(message, retriable=True)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        retriable = sqlstate[:2] in _PG_RETRIABLE_CLASSES or sqlstate in _PG_RETRIABLE_CODES
+        return MetadataStoreError(message, retriable=retriable)
+    connection_error = isinstance(
+        exc, (sa_exc.OperationalError, sa_exc.DisconnectionError, sa_exc.TimeoutError)
+    ) or (_is_driver_error(orig) and type(orig).__name__ == "OperationalError")
+    if connection_error:
+        # No SQLSTATE: the connection attempt failed. If the server never answered (refused,
+        # unreachable, timed out) a retry may work; if it rejected us (libpq reports that as
+        # "FATAL: ...": unknown database or role, bad password) it will not, unless the server
+        # was only starting, stopping or out of connection slots.
+        text = str(orig)
+        rejected = "FATAL:" in text and not any(hint in text for hint in _PG_TRANSIENT_FATAL)
+        return MetadataStoreError(message, retriable=not rejected)
+    return MetadataStoreError(message, retriable=False)
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    module = type(exc).__module__.split(".", 1)[0]
+    return module in ("psycopg", "sqlite3")
+
+
+@contextmanager
+def translating(action: str) -> Iterator[None]:
+    """Run the block, turning SQLAlchemy/driver/OS exceptions into :mod:`logstore.errors`."""
+    try:
+        yield
+    except LogstoreError:
+        raise
+    except (sa_exc.SQLAlchemyError, sqlite3.Error) as exc:
+        raise translate_error(exc, action=action) from exc
+    except OSError as exc:
+        raise MetadataStoreError(f"{action} failed: {exc}", retriable=False) from exc
+    except Exception as exc:
+        if _is_driver_error(exc):
+            raise translate_error(exc, action=action) from exc
+        raise
+
+
+def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION:
+        return True
+    return getattr(orig, "sqlite_errorname", "") in _SQLITE_UNIQUE_VIOLATIONS
+
+
+class SqlMetadataStore:
+    """:class:`~logstore.backends.metadata.MetadataStore` on SQLAlchemy Core.
+
+    Opening a store brings the schema to this code's head revision (see
+    :mod:`logstore.backends.migrate`); that is one cheap query when it is already current.
+    Every write runs in one transaction together with a bump of the ``metadata_changes``
+    counter, and every update/delete is a compare-and-swap on the row's ``version``.
+
+    ``url`` is the database URL with any password masked. Thread-safe; :meth:`close` is
+    idempotent and any other call after it raises :class:`IllegalStateError`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        auto_migrate: bool = True,
+    ) -> None:
+        """Open (and by default migrate) the store at ``url``.
+
+        With ``auto_migrate=False`` a schema that is not at head raises a non-retriable
+        :class:`MetadataStoreError` asking for ``logstore db upgrade`` instead of migrating.
+        """
+        self._engine = create_metadata_engine(
+            url, connect_timeout_s=connect_timeout_s, busy_timeout_ms=busy_timeout_ms
+        )
+        self.url: str = self._engine.url.render_as_string(hide_password=True)
+        self._write_engine = self._engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            migrate.ensure_schema(self._engine, auto_migrate=auto_migrate)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqlMetadataStore({self.url!r})"
+
+    # --- topics ------------------------------------------------------------------------------
+
+    def create_topic(
+        self, name: str, partition_count: int, configs: Mapping[str, str], *, created_ms: int
+    ) -> TopicRecord:
+        """Insert a topic with a fresh uuid4 topic id and version 1.
+
+        Raises TopicAlreadyExistsError if the name is taken (also when another process wins a
+        race for the same name).
+        """
+        _check_name(name)
+        _check_partition_count(partition_count)
+        configs_json = _encode_configs(configs)
+        if isinstance(created_ms, bool) or not isinstance(created_ms, int) or created_ms < 0:
+            raise InvalidArgumentError(f"created_ms must be a non-negative int, got {created_ms!r}")
+        record = TopicRecord(
+            name=name,
+            topic_id=str(uuid.uuid4()),
+            partition_count=partition_count,
+            configs=dict(configs),
+            version=1,
+            created_ms=created_ms,
+        )
+        with self._operation(f"creating topic {name!r}"):
+            try:
+                with self._write_engine.begin() as conn:
+                    conn.execute(
+                        insert(topics).values(
+                            name=record.name,
+                            topic_id=record.topic_id,
+                            partition_count=record.partition_count,
+                            configs=configs_json,
+                            version=record.version,
+                            created_ms=record.created_ms,
+                        )
+                    )
+                    _bump_changes(conn)
+            except sa_exc.IntegrityError as exc:
+                if _is_unique_violation(exc):
+                    raise TopicAlreadyExistsError(f"topic {name!r} already exists") from None
+                raise
+        return record
+
+    def get_topic(self, name: str) -> TopicRecord | None:
+        """The topic, or None if it does not exist."""
+        _check_name(name)
+        with self._operation(f"reading topic {name!r}"), self._engine.begin() as conn:
+            row = conn.execute(select(topics).where(topics.c.name == name)).one_or_none()
+        return None if row is None else _to_record(row)
+
+    def list_topics(self) -> list[TopicRecord]:
+        """Every topic, sorted by name (code point order, the same on every database)."""
+        with self._operation("listing topics"), self._engine.begin() as conn:
+            rows = conn.execute(select(topics)).all()
+        # Sorted here rather than by ORDER BY: PostgreSQL orders by its locale collation,
+        # which would make the order depend on the backend.
+        return sorted((_to_record(row) for row in rows), key=lambda record: record.name)
+
+    def update_topic(
+        self,
+        name: str,
+        *,
+        expected_version: int,
+        partition_count: int | None = None,
+        configs: Mapping[str, str] | None = None,
+    ) -> TopicRecord:
+        """Replace the partition count and/or the whole config-override map; bumps the version.
+
+        Raises UnknownTopicOrPartitionError if the topic is gone, StaleVersionError if its
+        version is not ``expected_version`` and InvalidArgumentError if nothing is to change.
+        Whether a partition count may change (Kafka: only grow) is the caller's rule.
+        """
+        _check_name(name)
+        _check_version(expected_version)
+        values: dict[str, Any] = {"version": topics.c.version + 1}
+        if partition_count is not None:
+            _check_partition_count(partition_count)
+            values["partition_count"] = partition_count
+        if configs is not None:
+            values["configs"] = _encode_configs(configs)
+        if len(values) == 1:
+            raise InvalidArgumentError("update_topic needs partition_count and/or configs")
+        statement = (
+            update(topics)
+            .where(topics.c.name == name, topics.c.version == expected_version)
+            .values(**values)
+            .returning(*topics.c)
+        )
+        with self._operation(f"updating topic {name!r}"), self._write_engine.begin() as conn:
+            row = conn.execute(statement).one_or_none()
+            if row is None:
+                _raise_cas_failure(conn, name, expected_version)
+            _bump_changes(conn)
+        return _to_record(row)
+
+    def delete_topic(self, name: str, *, expected_version: int | None = None) -> TopicRecord:
+        """Delete the topic row and return what was deleted.
+
+        Raises UnknownTopicOrPartitionError if it does not exist, StaleVersionError if
+        ``expected_version`` is given and differs.
+        """
+        _check_name(name)
+        statement = delete(topics).where(topics.c.name == name)
+        if expected_version is not None:
+            _check_version(expected_version)
+            statement = statement.where(topics.c.version == expected_version)
+        with self._operation(f"deleting topic {name!r}"), self._write_engine.begin() as conn:
+            row = conn.execute(statement.returning(*topics.c)).one_or_none()
+            if row is None:
+                _raise_cas_failure(conn, name, expected_version)
+            _bump_changes(conn)
+        return _to_record(row)
+
+    def change_counter(self) -> int:
+        """A number bumped in the same transaction as every topic create, update and delete.
+
+        Reads never change it; it never decreases.
+        """
+        query = select(metadata_changes.c.counter).where(metadata_changes.c.id == CHANGES_ROW_ID)
+        with self._operation("reading the change counter"), self._engine.begin() as conn:
+            value = conn.execute(query).scalar_one_or_none()
+        if value is None:
+            raise MetadataStoreError(
+                "the metadata_changes row is missing: the metadata database is damaged",
+                retriable=False,
+            )
+        return int(value)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Dispose of the engine's connections. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlMetadataStore:
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _operation(self, action: str) -> Iterator[None]:
+        if self._closed:
+            raise IllegalStateError(f"the metadata store {self.url} is closed")
+        with translating(action):
+            yield
+
+
+def _bump_changes(conn: Connection) -> None:
+    result = conn.execute(
+        update(metadata_changes)
+        .where(metadata_changes.c.id == CHANGES_ROW_ID)
+        .values(counter=metadata_changes.c.counter + 1)
+    )
+    if result.rowcount != 1:
+        raise MetadataStoreError(
+            "the metadata_changes row is missing: the metadata database is damaged",
+            retriable=False,
+        )
+
+
+def _raise_cas_failure(conn: Connection, name: str, expected_version: int | None) -> NoReturn:
+    """Explain a write that matched no row: the topic is gone, or its version moved on."""
+    current = conn.execute(
+        select(topics.c.version).where(topics.c.name == name)
+    ).scalar_one_or_none()
+    if current is None:
+        raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+    raise StaleVersionError(
+        f"topic {name!r} is at version {current}, not the expected {expected_version}"
+    )
+
+
+def _to_record(row: Row[Any]) -> TopicRecord:
+    try:
+        configs = json.loads(row.configs)
+    except ValueError:
+        configs = None
+    if not isinstance(configs, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in configs.items()
+    ):
+        raise MetadataStoreError(
+            f"topic {row.name!r} has unreadable configs in the metadata database",
+            retriable=False,
+        )
+    return TopicRecord(
+        name=row.name,
+        topic_id=row.topic_id,
+        partition_count=row.partition_count,
+        configs=configs,
+        version=row.version,
+        created_ms=row.created_ms,
+    )
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not 1 <= len(name) <= TOPIC_NAME_MAX_LENGTH:
+        raise InvalidTopicError(
+            f"topic name must be a string of 1 to {TOPIC_NAME_MAX_LENGTH} characters, "
+            f"got {name!r}"
+        )
+
+
+def _check_partition_count(count: object) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_PARTITIONS:
+        raise InvalidPartitionsError(f"partition count must be an int >= 1, got {count!r}")
+
+
+def _check_version(version: object) -> None:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidArgumentError(f"expected_version must be an int, got {version!r}")
+
+
+def _encode_configs(configs: Mapping[str, str]) -> str:
+    if not isinstance(configs, Mapping):
+        raise InvalidConfigurationError(f"configs must be a mapping, got {type(configs).__name__}")
+    for key, value in configs.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidConfigurationError(
+                f"config overrides must map strings to strings, got {key!r}: {value!r}"
+            )
+    return json.dumps(dict(configs), sort_keys=True, separators=(",", ":"))
