@@ -1,0 +1,165 @@
+"""``logstore topics``: create, list, describe, alter and delete topics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from logstore.cli.output import (
+    CliError,
+    echo_json,
+    example,
+    format_option,
+    parse_config,
+    stdin_is_tty,
+    table,
+)
+from logstore.config import TOPIC_CONFIG_KEYS
+from logstore.types import TopicDescription
+
+if TYPE_CHECKING:
+    from logstore.cli.main import CliState
+
+
+def non_default_config(description: TopicDescription) -> dict[str, str]:
+    """The configs whose effective value differs from the default.
+
+    The embedded API only exposes effective configs, so an override that equals the default
+    is indistinguishable from no override and is left out.
+    """
+    return {
+        name: value for name, value in description.config.items()
+        if name in TOPIC_CONFIG_KEYS and value != TOPIC_CONFIG_KEYS[name].default
+    }
+
+
+def description_json(description: TopicDescription) -> dict[str, object]:
+    """``topics describe --format json``: identity, per-partition facts, effective configs."""
+    return {
+        "name": description.name,
+        "topic_id": description.topic_id,
+        "partition_count": description.partition_count,
+        "created_ms": description.created_ms,
+        "partitions": [
+            {
+                "partition": p.partition,
+                "log_start_offset": p.log_start_offset,
+                "log_end_offset": p.log_end_offset,
+                "high_watermark": p.high_watermark,
+                "size_bytes": p.size_bytes,
+                "segment_count": p.segment_count,
+            }
+            for p in description.partitions
+        ],
+        "config": dict(description.config),
+    }
+
+
+@click.group(epilog=example("logstore topics create orders --partitions 3",
+                            "logstore topics list --format json"))
+def topics() -> None:
+    """Create, list, describe, alter and delete topics."""
+
+
+@topics.command(epilog=example(
+    "logstore topics create orders --partitions 3 --config retention.ms=86400000"))
+@click.argument("name")
+@click.option("--partitions", type=int, default=1, show_default=True,
+              help="Number of partitions.")
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
+              help="Topic config override (repeatable), e.g. retention.ms=86400000.")
+@click.pass_obj
+def create(state: CliState, name: str, partitions: int, configs: tuple[str, ...]) -> None:
+    """Create topic NAME."""
+    description = state.log().create_topic(name, partitions, parse_config(configs))
+    click.echo(f"created topic {description.name} with {description.partition_count} "
+               f"partition{'s' if description.partition_count != 1 else ''}")
+
+
+@topics.command(name="list", epilog=example("logstore topics list",
+                                            "logstore topics list --format json"))
+@format_option
+@click.pass_obj
+def list_(state: CliState, fmt: str) -> None:
+    """List topic names (with --format json: partitions and config overrides too)."""
+    log = state.log()
+    names = log.list_topics()
+    if fmt == "text":
+        for name in names:
+            click.echo(name)
+        return
+    described = [log.describe_topic(name) for name in names]
+    echo_json([
+        {"name": d.name, "partitions": d.partition_count, "config": non_default_config(d)}
+        for d in described
+    ])
+
+
+@topics.command(epilog=example("logstore topics describe orders"))
+@click.argument("name")
+@format_option
+@click.pass_obj
+def describe(state: CliState, name: str, fmt: str) -> None:
+    """Show each partition's offsets and size, then the topic's effective configs."""
+    description = state.log().describe_topic(name)
+    if fmt == "json":
+        echo_json(description_json(description))
+        return
+    click.echo(f"topic: {description.name}  id: {description.topic_id}  "
+               f"partitions: {description.partition_count}")
+    click.echo(table(
+        ["PARTITION", "LOG_START_OFFSET", "LOG_END_OFFSET", "HIGH_WATERMARK", "BYTES",
+         "SEGMENTS"],
+        [(p.partition, p.log_start_offset, p.log_end_offset, p.high_watermark, p.size_bytes,
+          p.segment_count) for p in description.partitions],
+    ))
+    click.echo("configs:")
+    for key, value in description.config.items():
+        click.echo(f"  {key}={value}")
+
+
+@topics.command(epilog=example(
+    "logstore topics alter orders --config retention.ms=3600000 --delete-config segment.bytes",
+    "logstore topics alter orders --partitions 6"))
+@click.argument("name")
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
+              help="Set a config (repeatable).")
+@click.option("--delete-config", "deleted", multiple=True, metavar="KEY",
+              help="Remove an override, back to the default (repeatable).")
+@click.option("--partitions", type=int, default=None,
+              help="Grow the topic to this many partitions (never shrinks).")
+@click.pass_obj
+def alter(state: CliState, name: str, configs: tuple[str, ...], deleted: tuple[str, ...],
+          partitions: int | None) -> None:
+    """Change configs and/or grow the partition count of topic NAME.
+
+    Configs change first, then partitions: if growing fails, the config change stays.
+    """
+    changes: dict[str, str | None] = dict(parse_config(configs))
+    if not changes and not deleted and partitions is None:
+        raise click.UsageError("nothing to alter: give --config, --delete-config or --partitions")
+    for key in deleted:
+        if key in changes:
+            raise CliError(f"config {key!r} is both set and deleted")
+        changes[key] = None
+    log = state.log()
+    if changes:
+        log.alter_topic_config(name, changes)
+    if partitions is not None:
+        log.create_partitions(name, partitions)
+    click.echo(f"altered topic {name}")
+
+
+@topics.command(epilog=example("logstore topics delete orders --yes"))
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True,
+              help="Do not ask for confirmation (never asked when stdin is not a terminal).")
+@click.pass_obj
+def delete(state: CliState, name: str, yes: bool) -> None:
+    """Delete topic NAME and all its records."""
+    if not yes and stdin_is_tty():
+        if not click.confirm(f"Delete topic {name} and all its records?", err=True):
+            raise CliError(f"aborted: topic {name} was not deleted")
+    state.log().delete_topic(name)
+    click.echo(f"deleted topic {name}")
