@@ -455,7 +455,7 @@ def _raise_cas_failure(conn: Connection, name: str, expected_version: int | None
         select(topics.c.version).where(topics.c.name == name)
     ).scalar_one_or_none()
     if current is None:
-        raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+        raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
     raise StaleVersionError(
         f"topic {name!r} is at version {current}, not the expected {expected_version}"
     )

@@ -36,6 +36,7 @@ from logstore.cli.output import example, one_line
 from logstore.cli.produce import produce
 from logstore.cli.tail import tail
 from logstore.cli.topics import topics
+from logstore.embedded import default_metadata_url
 from logstore.errors import LogstoreError
 
 DEBUG_ENV = "LOGSTORE_DEBUG"
@@ -54,7 +55,7 @@ class CliState:
     def metadata_url(self) -> str:
         """The metadata database URL: the option, or the log's default SQLite database."""
         # Mirrors logstore.embedded.Log's default so `db upgrade` migrates what `open` would use.
-        return self._metadata_url or f"sqlite:///{self.data_dir.absolute() / 'metadata.db'}"
+        return self._metadata_url or default_metadata_url(self.data_dir)
 
     def log(self) -> logstore.Log:
         """The log of ``--data-dir``, opened once, without background maintenance."""

@@ -15,23 +15,10 @@ from logstore.cli.output import (
     stdin_is_tty,
     table,
 )
-from logstore.config import TOPIC_CONFIG_KEYS
 from logstore.types import TopicDescription
 
 if TYPE_CHECKING:
     from logstore.cli.main import CliState
-
-
-def non_default_config(description: TopicDescription) -> dict[str, str]:
-    """The configs whose effective value differs from the default.
-
-    The embedded API only exposes effective configs, so an override that equals the default
-    is indistinguishable from no override and is left out.
-    """
-    return {
-        name: value for name, value in description.config.items()
-        if name in TOPIC_CONFIG_KEYS and value != TOPIC_CONFIG_KEYS[name].default
-    }
 
 
 def description_json(description: TopicDescription) -> dict[str, object]:
@@ -91,7 +78,7 @@ def list_(state: CliState, fmt: str) -> None:
         return
     described = [log.describe_topic(name) for name in names]
     echo_json([
-        {"name": d.name, "partitions": d.partition_count, "config": non_default_config(d)}
+        {"name": d.name, "partitions": d.partition_count, "config": dict(d.overrides)}
         for d in described
     ])
 

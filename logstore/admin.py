@@ -82,6 +82,7 @@ class TopicAdmin:
         return self.describe_topic(name)
 
     def list_topics(self) -> list[str]:
+        self._cache.refresh()  # one small query; a listing should show other processes' topics
         return [t.name for t in self._cache.all()]
 
     def describe_topic(self, name: str) -> TopicDescription:
@@ -178,4 +179,5 @@ class TopicAdmin:
             config=effective_config(record.configs),
             partitions=partitions,
             created_ms=record.created_ms,
+            overrides=dict(record.configs),
         )

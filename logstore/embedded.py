@@ -43,6 +43,11 @@ _log = logging.getLogger("logstore")
 DEFAULT_MAINTENANCE_INTERVAL_MS = 300_000
 
 
+def default_metadata_url(path: str | os.PathLike[str]) -> str:
+    """The metadata database of a log directory when no URL is given: SQLite in the directory."""
+    return f"sqlite:///{Path(path).absolute() / 'metadata.db'}"
+
+
 def open(  # noqa: A001 - the public name mirrors built-in open(): a directory is a log
     path: str | os.PathLike[str],
     *,
@@ -86,7 +91,7 @@ class Log:
         except OSError as exc:
             raise InvalidArgumentError(f"cannot use {self.path} as a log directory: {exc}") from exc
         self.clock: Clock = clock or SYSTEM_CLOCK
-        self.metadata_url = metadata_url or f"sqlite:///{self.path / 'metadata.db'}"
+        self.metadata_url = metadata_url or default_metadata_url(self.path)
         self._store = open_metadata_store(self.metadata_url)
         self.notifier = AppendNotifier()
         self._manager = LogManager(self.path, clock=self.clock, notifier=self.notifier)

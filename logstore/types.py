@@ -120,6 +120,8 @@ class TopicDescription:
     config: Mapping[str, str]
     partitions: Sequence[PartitionDescription] = field(default_factory=tuple)
     created_ms: int = 0
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    """The configs set on this topic (``config`` also holds the defaults of the others)."""
 
 
 @dataclass(frozen=True, slots=True)

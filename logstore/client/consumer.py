@@ -11,7 +11,9 @@ partition without one (just assigned) starts where ``auto_offset_reset`` says: `
 log start offset), ``latest`` (the log end offset) or ``none`` (raise NoOffsetForPartitionError).
 A position that falls out of range (retention deleted it) is reset the same way.
 
-Control records (transaction markers) take offsets but are never returned.
+Control records (transaction markers) take offsets but are never returned. A corrupt batch
+raises CorruptRecordError (after the records before it have been returned) on every poll until
+the application seeks past it.
 
 Not thread-safe, like Kafka's consumer: use it from one thread (``close`` may be called from
 another to stop a blocked ``poll``).
@@ -25,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from logstore.client.access import ClientAccess
 from logstore.errors import (
+    CorruptRecordError,
     IllegalStateError,
     InvalidArgumentError,
     NoOffsetForPartitionError,
@@ -41,13 +44,15 @@ _RESETS = ("earliest", "latest", "none")
 class _Assigned:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("position", "next_fetch", "buffer", "paused")
+    __slots__ = ("position", "next_fetch", "buffer", "paused", "error")
 
     def __init__(self) -> None:
         self.position: int | None = None
         self.next_fetch = 0
         self.buffer: deque[ConsumerRecord] = deque()
         self.paused = False
+        # A corrupt batch found after good records: raised once those have been returned.
+        self.error: CorruptRecordError | None = None
 
 
 class Consumer:
@@ -252,6 +257,11 @@ class Consumer:
             state = self._assigned[tp]
             if state.paused:
                 continue
+            if not state.buffer and state.error is not None:
+                error, state.error = state.error, None
+                if out:  # return what we have; the next poll raises it again at this position
+                    break
+                raise error
             if not state.buffer and budget > 0:
                 budget -= self._fetch(tp, state, budget)
             self._take(state, out, limit)
@@ -288,10 +298,22 @@ class Consumer:
         topic, partition = tp
         buffer = state.buffer
         for data in result.batches:
-            header, records = decode_batch(
-                data, verify_crc=self._check_crcs, topic=topic, partition=partition,
-                min_offset=start,
-            )
+            try:
+                header, records = decode_batch(
+                    data, verify_crc=self._check_crcs, topic=topic, partition=partition,
+                    min_offset=start,
+                )
+            except CorruptRecordError as exc:
+                # As Kafka does: the records before the corrupt batch are returned first, then
+                # polls raise until the application seeks past it.
+                if not buffer:
+                    raise CorruptRecordError(
+                        f"corrupt record batch in {tp} at offset {state.next_fetch}: {exc}"
+                    ) from exc
+                state.error = CorruptRecordError(
+                    f"corrupt record batch in {tp} at offset {state.next_fetch}: {exc}"
+                )
+                break
             if not header.is_control:
                 buffer.extend(records)
             state.next_fetch = max(state.next_fetch, header.last_offset + 1)

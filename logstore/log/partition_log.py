@@ -788,8 +788,7 @@ class PartitionLog:
     def describe(self) -> PartitionDescription:
         """Log start / end offsets, high watermark, bytes and segment count."""
         log_end = self.log_end_offset()
-        with self._meta_lock:
-            bases = list(self._bases)
+        bases = self.segment_bases()  # rescans: other processes may have deleted segments
         size = 0
         for base in bases:
             try:

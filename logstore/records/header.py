@@ -156,8 +156,8 @@ class BatchHeader(NamedTuple):
 def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
     """Parse the header of the batch starting at ``pos`` and check its framing.
 
-    Checks that the header is complete, magic is 2, batchLength covers at least the header and
-    the whole batch lies inside ``buf``. Does not check the CRC (see :func:`check_crc`).
+    Checks that the header is complete, magic is 2, the base offset is not negative,
+    batchLength covers at least the header and the whole batch lies inside ``buf``. Does not check the CRC (see :func:`check_crc`).
     Raises :class:`CorruptRecordError`.
     """
     available = len(buf) - pos
@@ -176,6 +176,8 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHead
             f"record batch length {header.batch_length} runs past the end of the buffer "
             f"({available - LOG_OVERHEAD} bytes left)"
         )
+    if header.base_offset < 0:
+        raise CorruptRecordError(f"negative base offset {header.base_offset}")
     if header.record_count < 0 or header.last_offset_delta < 0:
         raise CorruptRecordError(
             f"negative record count ({header.record_count}) or last offset delta "

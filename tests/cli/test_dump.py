@@ -99,12 +99,13 @@ def test_corrupt_batch_is_reported_not_raised(run, three_batches, data_dir: Path
     assert "CRC mismatch" in result.stdout
     assert result.stderr == "warning: 1 of 3 batches of t-0 are damaged\n"
     assert "Traceback" not in result.stdout + result.stderr
-    # Readers check CRCs: tail stops with one error line. (The consumer drops the intact
-    # records fetched together with the damaged batch, so stdout is not checked here.)
+    # Readers check CRCs: tail prints the records before the damaged batch, then stops with
+    # one error line.
     tailed = run("tail", "t", "--from-beginning")
     assert tailed.exit_code == 1
+    assert tailed.stdout == "a\nb\n"
     assert len(tailed.stderr.splitlines()) == 1
-    assert tailed.stderr.startswith("error: record batch at offset 2 has CRC")
+    assert tailed.stderr.startswith("error: corrupt record batch in t-0 at offset 2:")
     as_json = run("dump", "t", "--partition", "0", "--format", "json")
     assert [json.loads(line)["is_valid"] for line in as_json.stdout.splitlines()] == [
         True, False, True]
