@@ -1,4 +1,11 @@
-"""logstore: an embeddable, durable, partitioned commit log with Kafka's semantics."""
+"""logstore: an embeddable, durable, partitioned commit log with Kafka's semantics.
+
+    import logstore
+    with logstore.open("./data") as log:
+        log.create_topic("orders", partitions=3)
+        with log.producer() as producer:
+            producer.send("orders", value=b"...", key=b"user-42")
+"""
 
 from logstore import errors
 from logstore.errors import *  # noqa: F401,F403  (the error hierarchy is part of the public API)
@@ -23,3 +30,11 @@ from logstore.clock import Clock, ManualClock, SystemClock
 from logstore.embedded import Log, open
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AppendResult", "Clock", "Consumer", "ConsumerRecord", "FetchResult", "Header",
+    "IsolationLevel", "Log", "ManualClock", "OffsetAndTimestamp", "PartitionDescription",
+    "Producer", "RecordFuture", "RecordMetadata", "RetentionReport", "SystemClock",
+    "TopicDescription", "TopicPartition", "errors", "open",
+    *errors.__all__,
+]

@@ -1,10 +1,19 @@
-"""The producer's record accumulator: records are encoded into per-partition batches as they are
-sent, and the sender thread drains batches that are ready.
+"""The producer's record accumulator: records are collected into per-partition batches as they
+are sent, and the sender thread drains the batches that are ready.
 
-A partition's queue holds batches in send order; every batch but the last is full. A batch is
+``send`` only stores the record tuple ``(timestamp_ms, key, value, headers)`` in the partition's
+open batch; the sender encodes a whole batch in one call when it sends it (in C when the
+accelerator is built). Batch sizes are tracked with an upper bound of each record's encoded size,
+so a built batch is never larger than its limit.
+
+A partition's queue holds batches in send order; every batch but the last is full. The last
+one is also the partition's "open" batch, which ``append`` fills without looking at the queue;
+invariant: a batch stops being open (the pointer is cleared) in the same critical section in
+which it leaves its queue. A batch is
 ready when it is full, when ``linger_ms`` has passed since its first record, or when a flush or
-close is in progress. ``buffer_memory`` bounds the bytes of records not yet acknowledged: a send
-that would exceed it blocks up to ``max_block_ms`` and then fails with BufferExhaustedError.
+close is in progress. ``buffer_memory`` bounds the (estimated) bytes of records not yet
+acknowledged: a send that would exceed it blocks up to ``max_block_ms`` and then fails with
+BufferExhaustedError.
 
 Thread-safe: ``append`` is called by any number of application threads, ``drain`` by the sender.
 """
@@ -14,63 +23,60 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Sequence
 
 from logstore.client.futures import BatchResult
 from logstore.errors import BufferExhaustedError, IllegalStateError
-from logstore.records.builder import BatchBuilder
+from logstore.records.builder import build_batch, encode_records
 from logstore.records.compression import Compression
 from logstore.records.header import HEADER_SIZE
 from logstore.types import Header, TopicPartition
+
+Record = tuple[int, bytes | None, bytes | None, Sequence[Header]]
 
 
 class ProducerBatch:
     """One batch being filled or waiting to be appended."""
 
-    __slots__ = ("tp", "builder", "result", "created_s", "max_bytes", "reserved_bytes", "attempts")
+    __slots__ = ("tp", "records", "size", "max_bytes", "result", "created_s", "reserved_bytes")
 
-    def __init__(self, tp: TopicPartition, builder: BatchBuilder, max_bytes: int) -> None:
+    def __init__(self, tp: TopicPartition, max_bytes: int) -> None:
         self.tp = tp
-        self.builder = builder
-        self.result = BatchResult()
-        self.created_s = time.monotonic()
+        self.records: list[Record] = []
+        self.size = HEADER_SIZE  # upper bound of the encoded, uncompressed batch
         self.max_bytes = max_bytes
+        self.result = BatchResult(tp.topic, tp.partition)
+        self.created_s = time.monotonic()
         self.reserved_bytes = 0
-        self.attempts = 0
 
-    def has_room(self, record_size: int) -> bool:
-        return self.builder.size_in_bytes + record_size <= self.max_bytes
+    def is_full(self) -> bool:
+        return self.size >= self.max_bytes
 
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    """Where an appended record went."""
-
-    result: BatchResult
-    delta: int
-    new_batch: bool
+    def build(self, compression: Compression) -> bytes:
+        """Encode the batch (records section, compression, header, CRC)."""
+        records = self.records
+        base_timestamp = records[0][0]
+        section, max_timestamp = encode_records(records, base_timestamp)
+        return build_batch(
+            section, len(records), base_timestamp_ms=base_timestamp,
+            max_timestamp_ms=max_timestamp, compression=compression,
+        )
 
 
 class RecordAccumulator:
     """Per-partition queues of batches. See the module docstring."""
 
-    def __init__(
-        self,
-        *,
-        batch_size: int,
-        linger_ms: float,
-        buffer_memory: int,
-        compression: Compression,
-    ) -> None:
+    def __init__(self, *, batch_size: int, linger_ms: float, buffer_memory: int) -> None:
         self._batch_size = batch_size
         self._linger_s = linger_ms / 1000.0
         self._buffer_memory = buffer_memory
-        self._compression = compression
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # the sender waits here
         self._space = threading.Condition(self._lock)  # blocked senders wait here
-        self._queues: dict[TopicPartition, deque[ProducerBatch]] = {}
+        # topic -> per-partition queues (a list indexed by partition, grown on demand)
+        self._topics: dict[str, list[deque[ProducerBatch] | None]] = {}
+        # topic -> the open (last) batch of each partition, for the fast path of append()
+        self._open: dict[str, list[ProducerBatch | None]] = {}
         self._in_flight: set[ProducerBatch] = set()
         self._buffered = 0
         self._flushes = 0
@@ -78,80 +84,153 @@ class RecordAccumulator:
 
     def append(
         self,
-        tp: TopicPartition,
-        timestamp_ms: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[Header],
-        *,
+        topic: str,
+        partition: int,
+        record: Record,
         record_size: int,
         max_batch_bytes: int,
         max_block_s: float,
-    ) -> Appended:
-        """Add a record to the partition's open batch, starting a new batch when it is full."""
+    ) -> tuple[BatchResult, int, bool, bool]:
+        """Add a record to the partition's open batch, starting a new batch when it is full.
+
+        Returns (the batch's result, the record's offset delta, whether a batch was started,
+        whether a full batch now waits to be appended).
+        """
         with self._lock:
+            # The common case, once per record: the open batch has room.
+            opened = self._open.get(topic)
+            if opened is not None and partition < len(opened):
+                batch = opened[partition]
+                if batch is not None:
+                    size = batch.size + record_size
+                    buffered = self._buffered + record_size
+                    if size <= batch.max_bytes and buffered <= self._buffer_memory and not (
+                        self._closing
+                    ):
+                        records = batch.records
+                        records.append(record)
+                        batch.size = size
+                        batch.reserved_bytes += record_size
+                        self._buffered = buffered
+                        return batch.result, len(records) - 1, False, False
+            return self._append(topic, partition, record, record_size, max_batch_bytes,
+                                max_block_s)
+
+    def _append(
+        self,
+        topic: str,
+        partition: int,
+        record: Record,
+        record_size: int,
+        max_batch_bytes: int,
+        max_block_s: float,
+    ) -> tuple[BatchResult, int, bool, bool]:
+        """:meth:`append` for everything but the common case; the caller holds the lock."""
+        if self._closing:
+            raise IllegalStateError("the producer is closed")
+        if self._buffered + record_size > self._buffer_memory and self._buffered > 0:
+            self._wait_for_space(record_size, max_block_s)
+        queues = self._topics.get(topic)
+        if queues is None or partition >= len(queues):
+            queues = self._grow(topic, partition)
+        queue = queues[partition]
+        if queue is None:
+            queue = queues[partition] = deque()
+        batch = queue[-1] if queue else None
+        if batch is None or (batch.size + record_size > batch.max_bytes and batch.records):
+            limit = max(min(self._batch_size, max_batch_bytes), HEADER_SIZE + record_size)
+            batch = ProducerBatch(TopicPartition(topic, partition), limit)
+            queue.append(batch)
+            self._open_batches(topic, partition)[partition] = batch
+            new_batch = True
+            # The background sender must start this batch's linger timer.
+            self._ready.notify()
+        else:
+            new_batch = False
+        records = batch.records
+        delta = len(records)
+        records.append(record)
+        batch.size += record_size
+        batch.reserved_bytes += record_size
+        self._buffered += record_size
+        return batch.result, delta, new_batch, len(queue) > 1
+
+    def _open_batches(self, topic: str, partition: int) -> list[ProducerBatch | None]:
+        opened = self._open.setdefault(topic, [])
+        opened.extend([None] * (partition + 1 - len(opened)))
+        return opened
+
+    def _grow(self, topic: str, partition: int) -> list[deque[ProducerBatch] | None]:
+        queues = self._topics.setdefault(topic, [])
+        queues.extend([None] * (partition + 1 - len(queues)))
+        return queues
+
+    def _wait_for_space(self, record_size: int, max_block_s: float) -> None:
+        deadline = time.monotonic() + max_block_s
+        while self._buffered + record_size > self._buffer_memory and self._buffered > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BufferExhaustedError(
+                    f"producer buffer ({self._buffer_memory} bytes) stayed full for "
+                    f"{max_block_s:.3f} s"
+                )
+            self._space.wait(remaining)
             if self._closing:
                 raise IllegalStateError("the producer is closed")
-            if self._buffered + record_size > self._buffer_memory and self._buffered > 0:
-                deadline = time.monotonic() + max_block_s
-                while self._buffered + record_size > self._buffer_memory and self._buffered > 0:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise BufferExhaustedError(
-                            f"producer buffer ({self._buffer_memory} bytes) stayed full for "
-                            f"{max_block_s:.3f} s"
-                        )
-                    self._space.wait(remaining)
-                    if self._closing:
-                        raise IllegalStateError("the producer is closed")
-            queue = self._queues.get(tp)
-            if queue is None:
-                queue = self._queues[tp] = deque()
-            batch = queue[-1] if queue else None
-            new_batch = False
-            if batch is None or (batch.builder.record_count and not batch.has_room(record_size)):
-                limit = max(min(self._batch_size, max_batch_bytes), HEADER_SIZE + record_size)
-                batch = ProducerBatch(tp, BatchBuilder(compression=self._compression), limit)
-                queue.append(batch)
-                new_batch = True
-                # Either the previous batch is now full, or the sender must start this batch's
-                # linger timer: both need the sender awake.
-                self._ready.notify()
-            delta = batch.builder.append(timestamp_ms, key, value, headers)
-            batch.reserved_bytes += record_size
-            self._buffered += record_size
-            if not batch.has_room(0):
-                self._ready.notify()
-            return Appended(batch.result, delta, new_batch)
 
-    def drain(self) -> tuple[list[ProducerBatch], float | None]:
-        """Take every ready batch; also return how long until the next one ripens (None: no
-        batch is waiting)."""
+    def _queues(self) -> list[deque[ProducerBatch]]:
+        return [q for queues in self._topics.values() for q in queues if q]
+
+    def ready_partitions(self) -> tuple[list[TopicPartition], float | None]:
+        """Partitions whose oldest batch is ready; also how long until the next batch ripens
+        (None: no batch is waiting)."""
         now = time.monotonic()
-        ready: list[ProducerBatch] = []
+        ready: list[TopicPartition] = []
         wait_s: float | None = None
         with self._lock:
             urgent = self._flushes > 0 or self._closing
-            for tp, queue in self._queues.items():
-                while queue:
-                    batch = queue[0]
-                    full = len(queue) > 1 or not batch.has_room(0)
-                    ripe_at = batch.created_s + self._linger_s
-                    if full or urgent or ripe_at <= now:
-                        ready.append(queue.popleft())
-                        self._in_flight.add(batch)
-                    else:
-                        wait = ripe_at - now
-                        wait_s = wait if wait_s is None else min(wait_s, wait)
-                        break
+            for queue in self._queues():
+                batch = queue[0]
+                ripe_at = batch.created_s + self._linger_s
+                if len(queue) > 1 or urgent or ripe_at <= now or batch.is_full():
+                    ready.append(batch.tp)
+                else:
+                    wait = ripe_at - now
+                    wait_s = wait if wait_s is None else min(wait_s, wait)
         return ready, wait_s
+
+    def drain_partition(self, tp: TopicPartition) -> list[ProducerBatch]:
+        """Take the partition's ready batches, oldest first.
+
+        Callers hold the partition's append lock, so batches of one partition are appended in
+        the order they were taken.
+        """
+        now = time.monotonic()
+        taken: list[ProducerBatch] = []
+        with self._lock:
+            queues = self._topics.get(tp.topic)
+            queue = queues[tp.partition] if queues and tp.partition < len(queues) else None
+            urgent = self._flushes > 0 or self._closing
+            while queue:
+                batch = queue[0]
+                if len(queue) > 1 or urgent or batch.is_full() or (
+                    batch.created_s + self._linger_s <= now
+                ):
+                    taken.append(queue.popleft())
+                    self._in_flight.add(batch)
+                else:
+                    break
+            if taken and not queue:
+                # The open batch was taken: later records must start a new one.
+                self._open[tp.topic][tp.partition] = None
+        return taken
 
     def wait_for_work(self, timeout_s: float | None) -> None:
         """Block the sender until a batch may be ready, or ``timeout_s`` passes."""
         with self._lock:
             if self._flushes or self._closing:
                 return
-            if any(len(q) > 1 or (q and not q[0].has_room(0)) for q in self._queues.values()):
+            if any(len(q) > 1 or q[0].is_full() for q in self._queues()):
                 return
             self._ready.wait(timeout_s)
 
@@ -166,17 +245,13 @@ class RecordAccumulator:
             self._buffered -= batch.reserved_bytes
             batch.reserved_bytes = 0
             self._space.notify_all()
-
-    def requeue(self, batch: ProducerBatch) -> None:
-        """Put a batch whose append failed retriably back at the head of its queue."""
-        with self._lock:
-            self._in_flight.discard(batch)
-            self._queues.setdefault(batch.tp, deque()).appendleft(batch)
+            if self._closing:
+                self._ready.notify_all()  # a closing sender waits for the last appends
 
     def pending_results(self) -> list[BatchResult]:
         """Results of every batch not yet acknowledged (queued or in flight)."""
         with self._lock:
-            results = [b.result for q in self._queues.values() for b in q]
+            results = [b.result for q in self._queues() for b in q]
             results.extend(b.result for b in self._in_flight)
             return results
 
@@ -198,14 +273,16 @@ class RecordAccumulator:
 
     def is_empty(self) -> bool:
         with self._lock:
-            return not self._in_flight and not any(self._queues.values())
+            return not self._in_flight and not self._queues()
 
     def abort(self, error: BaseException) -> None:
         """Fail every queued batch (used when closing without waiting)."""
         with self._lock:
-            batches = [b for q in self._queues.values() for b in q]
-            for queue in self._queues.values():
+            batches = [b for q in self._queues() for b in q]
+            for queue in self._queues():
                 queue.clear()
+            for opened in self._open.values():
+                opened[:] = [None] * len(opened)
             for batch in batches:
                 self._buffered -= batch.reserved_bytes
             self._space.notify_all()

@@ -22,7 +22,6 @@ another to stop a blocked ``poll``).
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from logstore.client.access import ClientAccess
@@ -44,12 +43,14 @@ _RESETS = ("earliest", "latest", "none")
 class _Assigned:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("position", "next_fetch", "buffer", "paused", "error")
+    __slots__ = ("position", "next_fetch", "buffer", "cursor", "paused", "error")
 
     def __init__(self) -> None:
         self.position: int | None = None
         self.next_fetch = 0
-        self.buffer: deque[ConsumerRecord] = deque()
+        # Decoded records not yet returned are buffer[cursor:]; they move out by slicing.
+        self.buffer: list[ConsumerRecord] = []
+        self.cursor = 0
         self.paused = False
         # A corrupt batch found after good records: raised once those have been returned.
         self.error: CorruptRecordError | None = None
@@ -157,7 +158,8 @@ class Consumer:
         state = self._state(partition)
         state.position = offset
         state.next_fetch = offset
-        state.buffer.clear()
+        state.buffer = []
+        state.cursor = 0
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         """Seek to the log start offset (all assigned partitions if none are named)."""
@@ -216,7 +218,8 @@ class Consumer:
                 f"no position for {tp} and auto_offset_reset is 'none'"
             )
         state.position = state.next_fetch = offset
-        state.buffer.clear()
+        state.buffer = []
+        state.cursor = 0
         return offset
 
     # --- polling -----------------------------------------------------------------------------
@@ -257,12 +260,13 @@ class Consumer:
             state = self._assigned[tp]
             if state.paused:
                 continue
-            if not state.buffer and state.error is not None:
+            buffered = state.cursor < len(state.buffer)
+            if not buffered and state.error is not None:
                 error, state.error = state.error, None
                 if out:  # return what we have; the next poll raises it again at this position
                     break
                 raise error
-            if not state.buffer and budget > 0:
+            if not buffered and budget > 0:
                 budget -= self._fetch(tp, state, budget)
             self._take(state, out, limit)
         if count:
@@ -273,12 +277,18 @@ class Consumer:
 
     def _take(self, state: _Assigned, out: list[ConsumerRecord], limit: int) -> None:
         buffer = state.buffer
-        while buffer and len(out) < limit:
-            out.append(buffer.popleft())
-        if buffer:
-            state.position = buffer[0].offset
-        elif state.position is not None:
-            state.position = state.next_fetch
+        start = state.cursor
+        stop = min(len(buffer), start + limit - len(out))
+        if stop > start:
+            out.extend(buffer[start:stop] if start or stop < len(buffer) else buffer)
+        if stop < len(buffer):
+            state.cursor = stop
+            state.position = buffer[stop].offset
+        else:
+            state.buffer = []
+            state.cursor = 0
+            if state.position is not None:
+                state.position = state.next_fetch
 
     def _fetch(self, tp: TopicPartition, state: _Assigned, budget: int) -> int:
         """Read and decode batches into the partition's buffer; return the bytes read."""
@@ -296,7 +306,8 @@ class Consumer:
             return 0
         start = state.next_fetch
         topic, partition = tp
-        buffer = state.buffer
+        buffer = state.buffer = []
+        state.cursor = 0
         for data in result.batches:
             try:
                 header, records = decode_batch(

@@ -16,16 +16,22 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from logstore.errors import LogstoreError, LogstoreTimeoutError
+from logstore.errors import LogstoreTimeoutError
 from logstore.types import RecordMetadata
 
 
 class BatchResult:
-    """The outcome of appending one batch: its base offset or an error. Thread-safe."""
+    """The outcome of appending one batch to a partition: its base offset or an error.
 
-    __slots__ = ("_event", "_lock", "base_offset", "log_append_time_ms", "error", "_callbacks")
+    Thread-safe.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("topic", "partition", "_event", "_lock", "base_offset", "log_append_time_ms",
+                 "error", "_callbacks")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
         self._event = threading.Event()
         self._lock = threading.Lock()
         self.base_offset = -1
@@ -68,26 +74,24 @@ class BatchResult:
 class RecordFuture:
     """The eventual :class:`RecordMetadata` of one sent record."""
 
-    __slots__ = ("_batch", "_delta", "_timestamp_ms", "topic", "partition", "_key_size",
-                 "_value_size")
+    __slots__ = ("_batch", "_delta", "_timestamp_ms", "_key_size", "_value_size")
 
     def __init__(
-        self,
-        batch: BatchResult,
-        delta: int,
-        timestamp_ms: int,
-        topic: str,
-        partition: int,
-        key_size: int,
-        value_size: int,
+        self, batch: BatchResult, delta: int, timestamp_ms: int, key_size: int, value_size: int
     ) -> None:
         self._batch = batch
         self._delta = delta
         self._timestamp_ms = timestamp_ms
-        self.topic = topic
-        self.partition = partition
         self._key_size = key_size
         self._value_size = value_size
+
+    @property
+    def topic(self) -> str:
+        return self._batch.topic
+
+    @property
+    def partition(self) -> int:
+        return self._batch.partition
 
     def done(self) -> bool:
         return self._batch.done()
@@ -127,10 +131,3 @@ class RecordFuture:
         if self._batch.done():
             state = "failed" if self._batch.error else f"offset={self._batch.base_offset + self._delta}"
         return f"<RecordFuture {self.topic}-{self.partition} {state}>"
-
-
-def failed_future(error: LogstoreError, topic: str, partition: int) -> RecordFuture:
-    """A future that is already failed."""
-    batch = BatchResult()
-    batch.fail(error)
-    return RecordFuture(batch, 0, -1, topic, partition, -1, -1)

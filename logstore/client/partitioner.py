@@ -18,7 +18,10 @@ import random
 import struct
 import threading
 
+from typing import Callable
+
 from logstore.errors import InvalidArgumentError
+from logstore.records.speedups import murmur2 as _c_murmur2
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -37,8 +40,11 @@ _LANE = b"\xff" * 4 + b"\x00" * 4  # the low 32 bits of a little-endian 64-bit l
 _LANE_MASKS = [int.from_bytes(_LANE * n, "little") for n in range(_CACHED_WORDS + 1)]
 
 
-def murmur2(data: bytes | bytearray | memoryview) -> int:
-    """Kafka's murmur2 hash of ``data`` as a signed 32-bit int (``Utils.murmur2``)."""
+def murmur2_py(data: bytes | bytearray | memoryview) -> int:
+    """Kafka's murmur2 hash of ``data`` as a signed 32-bit int (``Utils.murmur2``).
+
+    The reference implementation; :func:`murmur2` is the C version when it is built.
+    """
     length = len(data)
     m = _M
     mask = _MASK32
@@ -76,6 +82,10 @@ def murmur2(data: bytes | bytearray | memoryview) -> int:
     h = (h * m) & mask
     h ^= h >> 15
     return h - 0x100000000 if h & 0x80000000 else h
+
+
+murmur2: Callable[[bytes | bytearray | memoryview], int] = _c_murmur2 or murmur2_py
+"""Kafka's murmur2 hash (the C version when built, else :func:`murmur2_py`)."""
 
 
 def to_positive(n: int) -> int:

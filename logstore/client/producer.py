@@ -1,5 +1,5 @@
-"""The embedded producer: ``send`` encodes records into per-partition batches and a background
-sender thread appends ready batches to the partition logs.
+"""The embedded producer: ``send`` collects records into per-partition batches (see
+``accumulator``) and a background sender (see ``sender``) encodes and appends ready batches.
 
 Delivery: a record's future completes when its batch is durably appended (as the topic's
 ``durability`` says), with the record's offset. Retriable failures (a database locked by another
@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
 
-from logstore.client.accumulator import ProducerBatch, RecordAccumulator
+from logstore.client.accumulator import RecordAccumulator
 from logstore.client.access import ClientAccess
 from logstore.client.futures import RecordFuture
+from logstore.clock import SystemClock
 from logstore.client.partitioner import StickyPartitioner, partition_for_key
+from logstore.client.sender import Sender
 from logstore.errors import (
     IllegalStateError,
     InvalidArgumentError,
-    LogstoreError,
     LogstoreTimeoutError,
     RecordTooLargeError,
+    UnknownTopicOrPartitionError,
 )
 from logstore.records.builder import estimate_record_size
 from logstore.records.compression import Compression
@@ -36,8 +37,14 @@ from logstore.types import Header, TopicPartition
 Serializer = Callable[[Any], bytes | None]
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+_INT64_MAX = (1 << 63) - 1
+# An upper bound of a record's encoded size without key, value and headers: length prefix (5),
+# attributes (1), timestamp delta (10), offset delta (5), key and value lengths (5 each), header
+# count (1). send() adds the key and value lengths to it instead of computing exact varints.
+_MAX_RECORD_OVERHEAD = 32
+_time_ns = time.time_ns
+_monotonic = time.monotonic
 _TOPIC_INFO_MAX_AGE_S = 1.0
-_MAX_SENDER_THREADS = 4
 
 
 class Producer:
@@ -69,25 +76,22 @@ class Producer:
         self.client_id = client_id or f"producer-{id(self):x}"
         self._compression = Compression.from_name(compression_type)
         self._max_block_s = max_block_ms / 1000.0
-        self._delivery_timeout_s = delivery_timeout_ms / 1000.0
-        self._retry_backoff_s = retry_backoff_ms / 1000.0
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
+        self._serializing = key_serializer is not None or value_serializer is not None
+        self._system_clock = isinstance(self._clock, SystemClock)
         self._partitioner = StickyPartitioner()
         self._topic_info: dict[str, tuple[int, int, float]] = {}
         self._accumulator = RecordAccumulator(
-            batch_size=batch_size,
-            linger_ms=linger_ms,
-            buffer_memory=buffer_memory,
-            compression=self._compression,
+            batch_size=batch_size, linger_ms=linger_ms, buffer_memory=buffer_memory
         )
         self._closed = False
         self._close_lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._sender = threading.Thread(
-            target=self._run_sender, name=f"logstore-sender-{self.client_id}", daemon=True
+        self._sender = Sender(
+            self._accumulator, access, compression=self._compression,
+            delivery_timeout_s=delivery_timeout_ms / 1000.0,
+            retry_backoff_s=retry_backoff_ms / 1000.0, name=self.client_id,
         )
-        self._sender.start()
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -105,73 +109,94 @@ class Producer:
         The partition is ``partition`` if given, else Kafka's murmur2 hash of the key, else the
         sticky partition (KIP-480). Raises at once for an unknown topic or partition, a record
         larger than the topic's ``max.message.bytes``, or bad argument types; blocks up to
-        ``max_block_ms`` while the buffer is full.
+        ``max_block_ms`` while the buffer is full. When this record starts a new batch because
+        the previous one is full, the full batch is appended before ``send`` returns (its
+        future completes then, or fails with the append's error).
         """
+        # This runs once per record: keep the common path (bytes, no headers, no serializers,
+        # the system clock) to a handful of cheap checks.
         if self._closed:
             raise IllegalStateError("cannot send: the producer is closed")
-        if self._key_serializer is not None:
-            key = self._key_serializer(key)
-        if self._value_serializer is not None:
-            value = self._value_serializer(value)
-        if key is not None and type(key) is not bytes:
-            key = _to_bytes(key, "key")
-        if value is not None and type(value) is not bytes:
-            value = _to_bytes(value, "value")
-        header_list: Sequence[Header] = _normalize_headers(headers) if headers else ()
+        if self._serializing:
+            if self._key_serializer is not None:
+                key = self._key_serializer(key)
+            if self._value_serializer is not None:
+                value = self._value_serializer(value)
+        size = _MAX_RECORD_OVERHEAD
+        if key is not None:
+            if type(key) is not bytes:
+                key = _to_bytes(key, "key")
+            size += len(key)
+        if value is not None:
+            if type(value) is not bytes:
+                value = _to_bytes(value, "value")
+            size += len(value)
+        if headers:
+            header_list: Sequence[Header] = _normalize_headers(headers)
+            size = estimate_record_size(key, value, header_list)
+        else:
+            header_list = ()
         if timestamp_ms is None:
-            timestamp_ms = self._clock.time_ms()
-        elif isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int) or timestamp_ms < 0:
-            raise InvalidArgumentError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
+            timestamp_ms = _time_ns() // 1_000_000 if self._system_clock else self._clock.time_ms()
+        elif type(timestamp_ms) is not int or not 0 <= timestamp_ms <= _INT64_MAX:
+            raise InvalidArgumentError(
+                f"timestamp_ms must be an int between 0 and 2**63-1, got {timestamp_ms!r}"
+            )
 
-        partition_count, max_message_bytes = self._info(topic)
+        info = self._topic_info.get(topic)
+        if info is None or info[2] < _monotonic():
+            info = self._refresh_topic(topic)
+        partition_count = info[0]
         if partition is None:
             if key is not None:
                 partition = partition_for_key(key, partition_count)
             else:
                 partition = self._partitioner.partition(topic, partition_count)
-        elif isinstance(partition, bool) or not isinstance(partition, int):
+        elif type(partition) is not int:
             raise InvalidArgumentError(f"partition must be an int, got {partition!r}")
         elif not 0 <= partition < partition_count:
-            partition_count, max_message_bytes = self._info(topic, refresh=True)
+            info = self._refresh_topic(topic)
+            partition_count = info[0]
             if not 0 <= partition < partition_count:
-                from logstore.errors import UnknownTopicOrPartitionError
-
                 raise UnknownTopicOrPartitionError(
                     f"topic {topic!r} has {partition_count} partitions; partition {partition} "
                     "does not exist"
                 )
-
-        record_size = estimate_record_size(key, value, header_list)
-        if record_size + HEADER_SIZE > max_message_bytes:
-            raise RecordTooLargeError(
-                f"record of about {record_size + HEADER_SIZE} bytes exceeds max.message.bytes="
-                f"{max_message_bytes} of topic {topic!r}"
-            )
-        tp = TopicPartition(topic, partition)
-        appended = self._accumulator.append(
-            tp, timestamp_ms, key, value, header_list,
-            record_size=record_size, max_batch_bytes=max_message_bytes,
-            max_block_s=self._max_block_s,
+        if size + HEADER_SIZE > info[1]:
+            exact = estimate_record_size(key, value, header_list)
+            if exact + HEADER_SIZE > info[1]:
+                raise RecordTooLargeError(
+                    f"record of about {exact + HEADER_SIZE} bytes exceeds max.message.bytes="
+                    f"{info[1]} of topic {topic!r}"
+                )
+            size = exact
+        result, delta, new_batch, full_waiting = self._accumulator.append(
+            topic, partition, (timestamp_ms, key, value, header_list), size, info[1],
+            self._max_block_s,
         )
-        if appended.new_batch and key is None:
-            self._partitioner.on_new_batch(topic, partition_count, partition)
+        if new_batch:
+            if key is None:
+                self._partitioner.on_new_batch(topic, partition_count, partition)
+            if full_waiting:
+                # Caller runs: append the full batch now, on this thread (see sender).
+                self._sender.append_ready(TopicPartition(topic, partition))
         return RecordFuture(
-            appended.result, appended.delta, timestamp_ms, topic, partition,
+            result, delta, timestamp_ms,
             -1 if key is None else len(key), -1 if value is None else len(value),
         )
 
-    def _info(self, topic: str, *, refresh: bool = False) -> tuple[int, int]:
-        cached = self._topic_info.get(topic)
-        now = time.monotonic()
-        if cached is None or refresh or cached[2] < now:
-            count, config = self._access.topic_info(topic)
-            cached = (count, config.max_message_bytes, now + _TOPIC_INFO_MAX_AGE_S)
-            self._topic_info[topic] = cached
-        return cached[0], cached[1]
+    def _refresh_topic(self, topic: str) -> tuple[int, int, float]:
+        """(partition count, max.message.bytes, expiry) of a topic, fetched from the log."""
+        if not isinstance(topic, str):
+            raise InvalidArgumentError(f"topic must be a str, got {type(topic).__name__}")
+        count, config = self._access.topic_info(topic)
+        info = (count, config.max_message_bytes, _monotonic() + _TOPIC_INFO_MAX_AGE_S)
+        self._topic_info[topic] = info
+        return info
 
     def partitions_for(self, topic: str) -> set[int]:
         """The partitions of ``topic``."""
-        return set(range(self._info(topic, refresh=True)[0]))
+        return set(range(self._refresh_topic(topic)[0]))
 
     # --- flush and close -----------------------------------------------------------------------
 
@@ -195,85 +220,21 @@ class Producer:
             if self._closed:
                 return
             self._closed = True
-        self._accumulator.close()
         if timeout == 0:
+            self._accumulator.close()
             self._accumulator.abort(IllegalStateError("the producer was closed before sending"))
-        self._sender.join(timeout)
-        if self._sender.is_alive():
+        if not self._sender.close(timeout):
             self._accumulator.abort(
                 LogstoreTimeoutError(f"the producer was closed after waiting {timeout} s")
             )
             self._accumulator.wake()
-            self._sender.join()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        self._sender.join()
 
     def __enter__(self) -> Producer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    # --- the sender thread -----------------------------------------------------------------------
-
-    def _run_sender(self) -> None:
-        accumulator = self._accumulator
-        while True:
-            batches, wait_s = accumulator.drain()
-            if batches:
-                self._append_all(batches)
-                continue
-            if self._closed and accumulator.is_empty():
-                return
-            accumulator.wait_for_work(wait_s)
-
-    def _append_all(self, batches: list[ProducerBatch]) -> None:
-        by_partition: dict[TopicPartition, list[ProducerBatch]] = {}
-        for batch in batches:
-            by_partition.setdefault(batch.tp, []).append(batch)
-        groups = list(by_partition.values())
-        if len(groups) == 1:
-            self._append_partition(groups[0])
-            return
-        # Commits of different partitions are independent SQLite transactions and release the
-        # GIL while they fsync, so appending them concurrently overlaps their fsyncs.
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                max_workers=_MAX_SENDER_THREADS, thread_name_prefix=f"logstore-append-{self.client_id}"
-            )
-        list(self._pool.map(self._append_partition, groups))
-
-    def _append_partition(self, batches: list[ProducerBatch]) -> None:
-        tp = batches[0].tp
-        try:
-            datas = [b.builder.build() for b in batches]
-        except LogstoreError as exc:
-            self._fail(batches, exc)
-            return
-        deadline = min(b.created_s for b in batches) + self._delivery_timeout_s
-        while True:
-            try:
-                log = self._access.partition_log(tp.topic, tp.partition)
-                results = log.append_many(datas, verify_records=False)
-            except LogstoreError as exc:
-                if exc.retriable and time.monotonic() + self._retry_backoff_s < deadline:
-                    time.sleep(self._retry_backoff_s)
-                    continue
-                self._fail(batches, exc)
-                return
-            except Exception as exc:  # a bug must not kill the sender and hang every future
-                self._fail(batches, exc)
-                return
-            for batch, result in zip(batches, results):
-                batch.result.complete(result.base_offset, result.log_append_time_ms)
-                self._accumulator.completed(batch)
-            return
-
-    def _fail(self, batches: list[ProducerBatch], error: BaseException) -> None:
-        for batch in batches:
-            batch.result.fail(error)
-            self._accumulator.completed(batch)
-
 
 def _to_bytes(value: Any, what: str) -> bytes:
     if isinstance(value, _BYTES_LIKE):

@@ -337,7 +337,7 @@ class PartitionLog:
             if roll:
                 self._roll(expected_base=writer.base_offset)
                 continue
-            for pending, result in zip(group, results):
+            for pending, result in zip(group, results, strict=True):
                 pending.result = result
             return
         raise StorageError(f"{self}: could not find the active segment")

@@ -428,7 +428,7 @@ class Segment:
         out: list[bytes] = []
         total = 0
         next_offset = offset
-        for base, last, data in self._conn.execute(
+        for _base, last, data in self._conn.execute(
             "SELECT base_offset, last_offset, data FROM batches "
             "WHERE base_offset >= ? AND base_offset < ? ORDER BY base_offset",
             (start[0], end_offset),

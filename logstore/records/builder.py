@@ -35,6 +35,8 @@ import crc32c as _crc32c
 from logstore.errors import IllegalStateError, InvalidArgumentError, RecordTooLargeError
 from logstore.records import header as _h
 from logstore.records.compression import Compression, compress
+from logstore.records.speedups import encode_record as _c_encode_record
+from logstore.records.speedups import encode_records as _c_encode_records
 from logstore.records.varint import (
     INT64_MAX,
     INT64_MIN,
@@ -219,6 +221,32 @@ class BatchBuilder:
         malformed headers or a timestamp whose delta to the base timestamp overflows int64. On
         error the builder is unchanged.
         """
+        base = self._base_ts
+        if (
+            _c_encode_record is not None
+            and type(timestamp_ms) is int
+            and base is not None
+            and INT64_MIN <= timestamp_ms <= INT64_MAX
+        ):
+            # The common case, in C: same bytes and errors as the Python code below.
+            count = self._count
+            record = _c_encode_record(count, timestamp_ms - base, key, value, headers or None)
+            self._records.append(record)
+            if timestamp_ms > self._max_ts:
+                self._max_ts = timestamp_ms
+            self._size += len(record)
+            self._count = count + 1
+            return count
+        return self._append_py(timestamp_ms, key, value, headers)
+
+    def _append_py(
+        self,
+        timestamp_ms: int,
+        key: Bytes | None,
+        value: Bytes | None,
+        headers: Sequence[Header] = (),
+    ) -> int:
+        """The reference implementation of :meth:`append`."""
         small = SMALL_LIMIT
         pos_varints = POSITIVE_VARINTS
         base = self._base_ts
@@ -303,38 +331,89 @@ class BatchBuilder:
         Raises :class:`IllegalStateError` when no record was appended and
         :class:`RecordTooLargeError` when the batch would not fit batchLength (int32).
         """
-        count = self._count
-        if not count:
+        if not self._count:
             raise IllegalStateError("cannot build a record batch without records")
-        records = b"".join(self._records)
-        payload = compress(self._compression, records) if self._compression else records
-        batch_length = _h.HEADER_SIZE - _h.LOG_OVERHEAD + len(payload)
-        if batch_length > _INT32_MAX:
-            raise RecordTooLargeError(f"record batch of {batch_length} bytes exceeds int32")
-        try:
-            header = self._pack_header(batch_length, count)
-        except struct.error as exc:  # a timestamp drifted past int64 via a small delta
-            raise InvalidArgumentError(f"record batch field out of range: {exc}") from None
-        covered = header[_h.ATTRIBUTES_OFFSET :]
-        crc = _crc32c.crc32c(payload, value=_crc32c.crc32c(covered))
-        return b"".join((header[: _h.CRC_OFFSET], _CRC.pack(crc), covered, payload))
+        return build_batch(
+            b"".join(self._records),
+            self._count,
+            base_timestamp_ms=self._base_ts,  # type: ignore[arg-type]
+            max_timestamp_ms=self._max_ts,
+            compression=self._compression,
+            attributes=self._attributes,
+            producer_id=self._producer_id,
+            producer_epoch=self._producer_epoch,
+            base_sequence=self._base_sequence,
+            partition_leader_epoch=self._partition_leader_epoch,
+            base_offset=self._base_offset,
+        )
 
-    def _pack_header(self, batch_length: int, count: int) -> bytes:
-        return _h.HEADER.pack(
-            self._base_offset,
+
+def encode_records(
+    records: Sequence[tuple[int, Bytes | None, Bytes | None, Sequence[Header]]],
+    base_timestamp_ms: int,
+) -> tuple[bytes, int]:
+    """The records section of a batch of ``(timestamp_ms, key, value, headers)`` tuples, with
+    offset deltas 0, 1, 2, ...; returns ``(section, max timestamp)``.
+
+    One call per batch (in C when the accelerator is built), for producers that collect records
+    first and encode them when the batch is sent. Raises :class:`InvalidArgumentError` like
+    :meth:`BatchBuilder.append`.
+    """
+    if _c_encode_records is not None and type(records) is list:
+        return _c_encode_records(records, base_timestamp_ms)
+    builder = BatchBuilder(base_timestamp_ms=base_timestamp_ms)
+    for timestamp_ms, key, value, headers in records:
+        builder._append_py(timestamp_ms, key, value, headers)
+    return b"".join(builder._records), builder._max_ts
+
+
+def build_batch(
+    records_section: bytes,
+    count: int,
+    *,
+    base_timestamp_ms: int,
+    max_timestamp_ms: int,
+    compression: int = Compression.NONE,
+    attributes: int = 0,
+    producer_id: int = _h.NO_PRODUCER_ID,
+    producer_epoch: int = _h.NO_PRODUCER_EPOCH,
+    base_sequence: int = _h.NO_SEQUENCE,
+    partition_leader_epoch: int = _h.NO_PARTITION_LEADER_EPOCH,
+    base_offset: int = 0,
+) -> bytes:
+    """A complete batch around an encoded records section of ``count`` records (offset deltas
+    0..count-1): compresses the section, packs the header and computes the CRC.
+
+    ``attributes`` may carry the transactional and control bits; the compression bits come
+    from ``compression``.
+    """
+    if count <= 0:
+        raise IllegalStateError("cannot build a record batch without records")
+    payload = compress(compression, records_section) if compression else records_section
+    batch_length = _h.HEADER_SIZE - _h.LOG_OVERHEAD + len(payload)
+    if batch_length > _INT32_MAX:
+        raise RecordTooLargeError(f"record batch of {batch_length} bytes exceeds int32")
+    try:
+        header = _h.HEADER.pack(
+            base_offset,
             batch_length,
-            self._partition_leader_epoch,
+            partition_leader_epoch,
             _h.MAGIC,
             0,  # crc, computed below over attributes .. end
-            self._attributes,
+            (attributes & ~_h.COMPRESSION_MASK) | int(compression),
             count - 1,  # lastOffsetDelta
-            self._base_ts,
-            self._max_ts,
-            self._producer_id,
-            self._producer_epoch,
-            self._base_sequence,
+            base_timestamp_ms,
+            max_timestamp_ms,
+            producer_id,
+            producer_epoch,
+            base_sequence,
             count,
         )
+    except struct.error as exc:  # a timestamp drifted past int64 via a small delta
+        raise InvalidArgumentError(f"record batch field out of range: {exc}") from None
+    covered = header[_h.ATTRIBUTES_OFFSET :]
+    crc = _crc32c.crc32c(payload, value=_crc32c.crc32c(covered))
+    return b"".join((header[: _h.CRC_OFFSET], _CRC.pack(crc), covered, payload))
 
 
 def encode_batch(

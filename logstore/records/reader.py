@@ -15,7 +15,9 @@ in time and memory linear in ``len(buf) + max_uncompressed_bytes``. What is chec
   a producer or the log cleaner writes), so consumer positions derived from them are sound;
 * the records section holds exactly recordsCount records, with no trailing bytes.
 
-The record loop is one function with local aliases and inline decoding of one- and two-byte
+The C accelerator (:mod:`logstore.records.speedups`) replaces :func:`_decode_records` when it is
+built; the Python loop below is the reference it is tested against. The record loop is one
+function with local aliases and inline decoding of one- and two-byte
 varints (three-byte ones too for offset deltas of big batches), because it runs once per
 consumed record; it allocates only what it returns. All functions are pure and thread-safe.
 """
@@ -38,6 +40,7 @@ from logstore.records.header import (
     iter_headers,
     parse_header,
 )
+from logstore.records.speedups import decode_records as _c_decode_records
 from logstore.records.varint import ZIGZAG_1BYTE, ZIGZAG_2BYTE, decode_varint
 from logstore.types import ConsumerRecord, Header
 
@@ -273,6 +276,12 @@ def _records_of(
     else:
         data = memoryview(buf)[start:end].tobytes()
         start, end = 0, len(data)
+    if _c_decode_records is not None:
+        return _c_decode_records(
+            data, start, end, header.record_count, header.last_offset_delta, header.base_offset,
+            header.base_timestamp, header.attributes & TIMESTAMP_TYPE_MASK, header.max_timestamp,
+            topic, partition, min_offset,
+        )
     return _decode_records(data, start, end, header, topic, partition, min_offset)
 
 

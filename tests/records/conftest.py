@@ -1,18 +1,49 @@
-"""Shared helpers of the record codec tests: hand-assembled batches and kafka-python adapters."""
+"""Shared helpers of the record codec tests: hand-assembled batches and kafka-python adapters.
+
+Every test in this folder runs twice: once on the pure-Python reference implementation and once
+on the C accelerator (skipped when it is not built, unless LOGSTORE_REQUIRE_SPEEDUPS=1, as in
+CI, makes a missing build a failure).
+"""
 
 from __future__ import annotations
 
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import crc32c
 import pytest
 
+import logstore.client.partitioner as partitioner
+import logstore.records.builder as builder
+import logstore.records.reader as reader
 from logstore.records import header as h
+from logstore.records import speedups
 from logstore.records.compression import Compression, compress
 from logstore.records.varint import encode_varint
 
 ALL_CODECS = list(Compression)
+
+
+def require_speedups() -> None:
+    """Skip (or, with LOGSTORE_REQUIRE_SPEEDUPS=1, fail) when the C accelerator is not built."""
+    if speedups.accelerated():
+        return
+    if os.environ.get("LOGSTORE_REQUIRE_SPEEDUPS") == "1":
+        pytest.fail("the C accelerator logstore.records._speedups was not built")
+    pytest.skip("the C accelerator is not built (or LOGSTORE_PURE_PYTHON is set)")
+
+
+@pytest.fixture(autouse=True, params=["python", "c"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test on one implementation of the per-record hot paths."""
+    if request.param == "c":
+        require_speedups()
+    else:
+        monkeypatch.setattr(reader, "_c_decode_records", None)
+        monkeypatch.setattr(builder, "_c_encode_record", None)
+        monkeypatch.setattr(partitioner, "murmur2", partitioner.murmur2_py)
+    yield request.param
 
 
 def assemble_batch(

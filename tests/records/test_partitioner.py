@@ -9,7 +9,8 @@ import pytest
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
-from logstore.client.partitioner import StickyPartitioner, murmur2, partition_for_key
+import logstore.client.partitioner as partitioner
+from logstore.client.partitioner import StickyPartitioner, partition_for_key
 from logstore.errors import InvalidArgumentError
 
 # Expected values from Kafka's UtilsTest.testMurmur2 (Java, signed int32).
@@ -25,7 +26,7 @@ JAVA_MURMUR2 = {
 
 @pytest.mark.parametrize(("key", "expected"), sorted(JAVA_MURMUR2.items()))
 def test_murmur2_matches_java(key: bytes, expected: int) -> None:
-    assert murmur2(key) == expected
+    assert partitioner.murmur2(key) == expected
 
 
 def _random_keys(count: int) -> list[bytes]:
@@ -37,15 +38,15 @@ def test_murmur2_matches_kafka_python_on_random_keys() -> None:
     keys = _random_keys(10_000)
     for key in keys:
         # kafka-python returns the same 32 bits unsigned.
-        assert murmur2(key) & 0xFFFFFFFF == kafka_murmur2(key), key
+        assert partitioner.murmur2(key) & 0xFFFFFFFF == kafka_murmur2(key), key
     assert {len(k) & 3 for k in keys} == {0, 1, 2, 3}
-    assert all(-(2**31) <= murmur2(k) < 2**31 for k in keys[:100])
+    assert all(-(2**31) <= partitioner.murmur2(k) < 2**31 for k in keys[:100])
 
 
 def test_murmur2_accepts_bytes_like() -> None:
     key = b"some-key-123"
-    assert murmur2(bytearray(key)) == murmur2(memoryview(key)) == murmur2(key)
-    assert murmur2(b"x" * 5000) == kafka_murmur2(b"x" * 5000) - (1 << 32) * (
+    assert partitioner.murmur2(bytearray(key)) == partitioner.murmur2(memoryview(key)) == partitioner.murmur2(key)
+    assert partitioner.murmur2(b"x" * 5000) == kafka_murmur2(b"x" * 5000) - (1 << 32) * (
         kafka_murmur2(b"x" * 5000) >= 1 << 31
     )
 
@@ -77,7 +78,7 @@ def test_partition_for_key_matches_kafka_python(num_partitions: int) -> None:
 
 
 def test_partition_for_key_uses_to_positive_not_abs() -> None:
-    # murmur2(b"21") is negative: Kafka masks the sign bit rather than negating.
+    # partitioner.murmur2(b"21") is negative: Kafka masks the sign bit rather than negating.
     assert partition_for_key(b"21", 1000) == (-973932308 & 0x7FFFFFFF) % 1000 == 340
     with pytest.raises(InvalidArgumentError):
         partition_for_key(b"k", 0)
