@@ -391,6 +391,7 @@ def test_processes_opening_a_fresh_store_together_all_succeed(
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER, store_url, str(ready[i]), str(go)],
+            cwd=tmp_path,  # not the repository root, whose folders would shadow the package
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

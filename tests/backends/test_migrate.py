@@ -121,7 +121,7 @@ def test_an_upgrade_waits_for_the_lock_holder_then_migrates(sqlite_url: str) -> 
     assert [r.changed for r in results] == [True]
 
 
-def test_opening_a_current_store_does_not_load_alembic(sqlite_url: str) -> None:
+def test_opening_a_current_store_does_not_load_alembic(sqlite_url: str, tmp_path: Path) -> None:
     SqlMetadataStore(sqlite_url).close()
     probe = (
         "import sys\n"
@@ -133,7 +133,8 @@ def test_opening_a_current_store_does_not_load_alembic(sqlite_url: str) -> None:
     )
 
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True,
+        cwd=tmp_path,  # not the repository root, whose folders would shadow the package
     )
 
     assert result.stdout.strip() == "[]"
