@@ -12,7 +12,7 @@ Thread-safe.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Callable, Mapping
 
 from logstore.backends.metadata import MetadataStore, TopicRecord
 from logstore.clock import Clock
@@ -103,43 +103,50 @@ class TopicAdmin:
         unknown = [k for k in to_delete if k not in TOPIC_CONFIG_KEYS]
         if unknown:
             raise InvalidConfigurationError(f"unknown topic config {unknown[0]!r}")
-        for _ in range(_CAS_ATTEMPTS):
-            topic = self._fresh(name)
+
+        def change(topic: CachedTopic) -> dict[str, object]:
             merged = {k: v for k, v in topic.record.configs.items() if k not in to_delete}
             merged.update(to_set)
-            try:
-                record = self._store.update_topic(
-                    name, expected_version=topic.record.version, configs=merged
-                )
-            except StaleVersionError:
-                continue
-            self._cache.put(record)
-            return self.describe_topic(name)
-        raise StaleVersionError(f"topic {name!r} kept changing; config not altered")
+            return {"configs": merged}
+
+        self._update(name, change)
+        return self.describe_topic(name)
 
     def create_partitions(self, name: str, total: int) -> TopicDescription:
         """Grow the topic to ``total`` partitions (partitions can never be removed)."""
         validate_topic_name(name)
         _validate_partition_count(total)
-        for _ in range(_CAS_ATTEMPTS):
-            topic = self._fresh(name)
+
+        def change(topic: CachedTopic) -> dict[str, object]:
             if total <= topic.partition_count:
                 raise InvalidPartitionsError(
                     f"topic {name!r} has {topic.partition_count} partitions; the count can only "
                     f"grow, and {total} is not more"
                 )
+            return {"partition_count": total}
+
+        before, record = self._update(name, change)
+        self._manager.create_partitions(
+            name, record.topic_id, range(before.partition_count, total)
+        )
+        return self.describe_topic(name)
+
+    def _update(
+        self, name: str, change: Callable[[CachedTopic], dict[str, object]]
+    ) -> tuple[CachedTopic, TopicRecord]:
+        """Read the topic, compute the change, write it with a CAS (retrying when it lost a
+        race); return the topic as it was and as it is now."""
+        for _ in range(_CAS_ATTEMPTS):
+            topic = self._fresh(name)
             try:
                 record = self._store.update_topic(
-                    name, expected_version=topic.record.version, partition_count=total
+                    name, expected_version=topic.record.version, **change(topic)  # type: ignore[arg-type]
                 )
             except StaleVersionError:
                 continue
             self._cache.put(record)
-            self._manager.create_partitions(
-                name, record.topic_id, range(topic.partition_count, total)
-            )
-            return self.describe_topic(name)
-        raise StaleVersionError(f"topic {name!r} kept changing; partitions not added")
+            return topic, record
+        raise StaleVersionError(f"topic {name!r} kept changing; not updated")
 
     def delete_topic(self, name: str) -> None:
         validate_topic_name(name)

@@ -51,6 +51,7 @@ from logstore.errors import (
 )
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_state import PartitionLock, PartitionState
+from logstore.log.sqlite_file import TEMP_MARKER
 from logstore.log.segment import (
     BatchRow,
     Segment,
@@ -168,9 +169,9 @@ class PartitionLog:
 
     def _remove_stale_temp_files(self) -> None:
         for name in os.listdir(self.directory):
-            if ".tmp-" not in name or not name.startswith("."):
+            if TEMP_MARKER not in name or not name.startswith("."):
                 continue
-            pid_text = name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+            pid_text = name.rsplit(TEMP_MARKER, 1)[1].split("-", 1)[0]
             if pid_text.isdigit() and _process_alive(int(pid_text)):
                 continue
             (self.directory / name).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from typing import Iterator
 import apsw
 
 from logstore.errors import StorageError
-from logstore.log.segment import BUSY_TIMEOUT_MS, translate
+from logstore.log.sqlite_file import BUSY_TIMEOUT_MS, create_atomically, translate
 
 STATE_FILE = "partition.sqlite"
 LOCK_FILE = ".lock"
@@ -58,42 +58,16 @@ class PartitionState:
     @classmethod
     def create(cls, directory: Path, *, topic_id: str, log_start_offset: int = 0) -> None:
         """Create the state file if missing (atomic: built aside, hard-linked into place)."""
-        final = directory / STATE_FILE
-        if final.exists():
-            return
-        tmp = directory / f".{STATE_FILE}.tmp-{os.getpid()}-{threading.get_ident()}"
-        try:
-            tmp.unlink(missing_ok=True)
-            conn = apsw.Connection(str(tmp))
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                with conn:
-                    conn.execute(
-                        f"PRAGMA application_id = {APPLICATION_ID};"
-                        "CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 0), "
-                        "topic_id TEXT NOT NULL, log_start_offset INTEGER NOT NULL, "
-                        "generation INTEGER NOT NULL, truncating_to INTEGER)"
-                    )
-                    conn.execute(
-                        "INSERT INTO state VALUES (0, ?, ?, 0, NULL)", (topic_id, log_start_offset)
-                    )
-                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
-            finally:
-                conn.close()
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                pass
-        except apsw.Error as exc:
-            raise translate(exc, f"creating {final}") from exc
-        finally:
-            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-                leftover.unlink(missing_ok=True)
+        def initialize(conn: apsw.Connection) -> None:
+            conn.execute(
+                f"PRAGMA application_id = {APPLICATION_ID};"
+                "CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 0), "
+                "topic_id TEXT NOT NULL, log_start_offset INTEGER NOT NULL, "
+                "generation INTEGER NOT NULL, truncating_to INTEGER)"
+            )
+            conn.execute("INSERT INTO state VALUES (0, ?, ?, 0, NULL)", (topic_id, log_start_offset))
+
+        create_atomically(directory / STATE_FILE, initialize)
 
     @classmethod
     def open(cls, directory: Path) -> PartitionState:

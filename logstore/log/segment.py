@@ -23,14 +23,9 @@ Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_versio
 The blob's baseOffset (and partitionLeaderEpoch) fields are patched to the assigned values inside
 the write transaction, so a read returns stored bytes unchanged.
 
-Creation is atomic: the database is built under a temporary name and hard-linked into place, so
-every process sees either no segment or a complete one, and two processes racing to create the
-same segment agree on one file.
-
-Every connection sets ``SQLITE_FCNTL_PERSIST_WAL``: SQLite otherwise deletes the ``-wal`` and
-``-shm`` files *by path* when the last connection closes, which would destroy the files of a newer
-segment that reuses the path (after a truncation or a topic re-creation) while a stale connection
-to the old, unlinked segment closes in another process.
+Creation is atomic (see ``sqlite_file``): every process sees either no segment or a complete one,
+and two processes racing to create the same segment agree on one file. Every connection sets
+``SQLITE_FCNTL_PERSIST_WAL`` (see ``sqlite_file.set_persist_wal``).
 
 Thread-safety: a ``Segment`` wraps one connection; callers serialize use of it (the partition log
 holds a lock per connection). Several processes may open the same segment.
@@ -38,8 +33,6 @@ holds a lock per connection). Several processes may open the same segment.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,12 +41,17 @@ from typing import Iterator, Sequence
 
 import apsw
 
-from logstore.errors import DatabaseLockedError, StorageError
+from logstore.errors import StorageError
+from logstore.log.sqlite_file import (
+    BUSY_TIMEOUT_MS,
+    create_atomically,
+    set_persist_wal,
+    translate,
+)
 
 APPLICATION_ID = 0x4C475347  # "LGSG": a logstore segment
 FORMAT_VERSION = 1
 SUFFIX = ".sqlite"
-BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA = f"""
 PRAGMA application_id = {APPLICATION_ID};
@@ -128,30 +126,6 @@ class BatchRow:
     data: bytes | bytearray
 
 
-def translate(exc: BaseException, what: str) -> StorageError:
-    """Turn an apsw exception into a logstore error (call at the module boundary)."""
-    if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
-        return DatabaseLockedError(f"{what}: database stayed locked ({exc})")
-    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
-        return StorageError(f"{what}: segment file is corrupt ({exc})")
-    if isinstance(exc, apsw.FullError):
-        return StorageError(f"{what}: disk full ({exc})")
-    return StorageError(f"{what}: {exc.__class__.__name__}: {exc}")
-
-
-def _set_persist_wal(conn: apsw.Connection) -> None:
-    flag = ctypes.c_int(1)
-    conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(flag))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Segment:
     """A connection to one segment database.
 
@@ -172,50 +146,18 @@ class Segment:
 
     @classmethod
     def create(cls, directory: Path, base_offset: int, *, created_ms: int) -> Path:
-        """Create the segment file for ``base_offset`` in ``directory`` unless it exists.
-
-        Atomic and idempotent across processes: build under a temporary name, fsync, hard-link
-        into place (losing a race to another creator is fine), fsync the directory.
-        """
+        """Create the segment file for ``base_offset`` in ``directory`` unless it exists
+        (atomic and idempotent across processes: see ``sqlite_file``)."""
         final = directory / segment_file_name(base_offset)
-        if final.exists():
-            return final
-        tmp = directory / f".{segment_file_name(base_offset)}.tmp-{os.getpid()}-{threading.get_ident()}"
-        try:
-            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
-                leftover.unlink(missing_ok=True)
-            conn = apsw.Connection(str(tmp))
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = FULL")
-                with conn:
-                    conn.execute(_SCHEMA)
-                    conn.execute(
-                        "INSERT INTO segment(id, base_offset, created_ms, last_offset) "
-                        "VALUES (0, ?, ?, ?)",
-                        (base_offset, created_ms, base_offset - 1),
-                    )
-                # Fold the WAL into the main file so the linked file is complete on its own.
-                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
-            finally:
-                conn.close()
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                pass
-            _fsync_dir(directory)
-        except apsw.Error as exc:
-            raise translate(exc, f"creating segment {final}") from exc
-        except OSError as exc:
-            raise StorageError(f"creating segment {final}: {exc}") from exc
-        finally:
-            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-                leftover.unlink(missing_ok=True)
+
+        def initialize(conn: apsw.Connection) -> None:
+            conn.execute(_SCHEMA)
+            conn.execute(
+                "INSERT INTO segment(id, base_offset, created_ms, last_offset) VALUES (0, ?, ?, ?)",
+                (base_offset, created_ms, base_offset - 1),
+            )
+
+        create_atomically(final, initialize)
         return final
 
     @classmethod
@@ -234,7 +176,7 @@ class Segment:
             raise translate(exc, f"opening segment {path}") from exc
         try:
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-            _set_persist_wal(conn)
+            set_persist_wal(conn)
             app_id = conn.execute("PRAGMA application_id").get
             version = conn.execute("PRAGMA user_version").get
         except apsw.Error as exc:
