@@ -1,6 +1,6 @@
-"""The metadata store interface: topics and their configuration (more tables come with later
-features: committed offsets, groups, producers and transactions, the tiered-segment manifest,
-cleaner checkpoints, leases).
+"""The metadata store interface: topics and their configuration, consumer groups and their
+committed offsets (more tables come with later features: producers and transactions, the
+tiered-segment manifest, cleaner checkpoints, leases).
 
 Every write is a compare-and-swap on a ``version`` column: a caller reads a row, then writes with
 the version it read as ``expected_version``; if another writer got there first the write raises
@@ -13,7 +13,18 @@ thread-safe. ``SqlMetadataStore`` (SQLAlchemy Core; SQLite or PostgreSQL) is the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Callable, Iterable, Mapping, Protocol, TypeVar, runtime_checkable
+
+from logstore.backends.group_records import (
+    CommittedOffset,
+    GroupRecord,
+    GroupSnapshot,
+    GroupUpdate,
+)
+
+from logstore.types import TopicPartition
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,33 @@ class MetadataStore(Protocol):
 
         Cheap to read, so caches can poll it to decide whether to reload topics.
         """
+        ...
+
+    # --- consumer groups (see logstore.backends.group_records) -----------------------------
+
+    def update_group(
+        self, group_id: str, step: Callable[[GroupSnapshot], tuple[GroupUpdate, T]]
+    ) -> T:
+        """Atomically read the group under its lock, apply ``step``'s update, return its result.
+
+        ``step`` is a pure function of the snapshot (it may be called again if the transaction
+        has to be retried, and may raise to abort without writing). Groups of different ids do
+        not block each other on PostgreSQL.
+        """
+        ...
+
+    def read_group(self, group_id: str) -> GroupSnapshot:
+        """The group and its members (no lock; a consistent snapshot)."""
+        ...
+
+    def list_groups(self) -> list[GroupRecord]:
+        """Every group row, sorted by group id."""
+        ...
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, CommittedOffset]:
+        """Committed offsets of the group (of ``partitions`` only, if given)."""
         ...
 
     def close(self) -> None:

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Iterator
 
-from sqlalchemy import Connection, Engine, column, select, table, text
-
 # A module import, not a from-import: sql_metadata imports this module too, and only attribute
 # access at call time works whichever of the two is imported first.
 from logstore.backends import sql_metadata
+from sqlalchemy import Connection, Engine, column, select, table, text
+
 from logstore.errors import DatabaseLockedError, MetadataStoreError
 
 try:
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 #: The newest revision in ``alembic/versions``. Bump it with every new migration; a test checks
 #: that it matches the scripts (otherwise every open would take the slow path).
-HEAD_REVISION: Final = "0001"
+HEAD_REVISION: Final = "0002"
 
 #: Alembic's bookkeeping table (one row holding the current revision).
 VERSION_TABLE: Final = "alembic_version"
@@ -196,8 +196,9 @@ def _upgrade_engine(engine: Engine, *, lock_timeout_s: float) -> UpgradeResult:
 
 def _migrate_in_one_transaction(engine: Engine) -> UpgradeResult:
     # Alembic is imported only here, off the fast path: loading it costs tens of milliseconds.
-    from alembic import command
     from alembic.util import CommandError
+
+    from alembic import command
 
     with sql_metadata.begin_write(engine) as conn:
         if engine.dialect.name == "postgresql":

@@ -16,6 +16,11 @@ Tables:
 ``metadata_changes``
     Exactly one row (``id`` = 1) whose ``counter`` is bumped in the same transaction as every
     topic write, so readers can poll one cheap row to learn whether anything changed.
+``consumer_groups``, ``group_members``, ``committed_offsets``
+    Consumer groups (see ``logstore.backends.group_records``): the group row with its state
+    machine, one row per member (``protocols`` is a JSON list of ``[name, base64 metadata]``;
+    ``assignment`` is opaque bytes) and the group's committed offsets. Written only through
+    ``SqlMetadataStore.update_group``, under the group's lock.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Integer,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -33,6 +40,9 @@ from sqlalchemy import (
 
 #: Kafka's limit on topic name length.
 TOPIC_NAME_MAX_LENGTH = 249
+
+#: Kafka's limit on group id length.
+GROUP_ID_MAX_LENGTH = 255
 
 #: The primary key of the single ``metadata_changes`` row.
 CHANGES_ROW_ID = 1
@@ -68,4 +78,47 @@ metadata_changes = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("counter", BigInteger, nullable=False),
     CheckConstraint(f"id = {CHANGES_ROW_ID}", name="single_row"),
+)
+
+consumer_groups = Table(
+    "consumer_groups",
+    metadata,
+    Column("group_id", String(GROUP_ID_MAX_LENGTH), primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("protocol_type", String(64), nullable=False),
+    Column("protocol", String(64), nullable=True),
+    Column("leader_id", String(GROUP_ID_MAX_LENGTH), nullable=True),
+    Column("state_since_ms", BigInteger, nullable=False),
+    Column("rebalance_deadline_ms", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", String(GROUP_ID_MAX_LENGTH), nullable=False),
+    Column("member_id", String(GROUP_ID_MAX_LENGTH), nullable=False),
+    Column("group_instance_id", String(GROUP_ID_MAX_LENGTH), nullable=True),
+    Column("client_id", String(GROUP_ID_MAX_LENGTH), nullable=False),
+    Column("session_timeout_ms", Integer, nullable=False),
+    Column("rebalance_timeout_ms", Integer, nullable=False),
+    Column("protocols", Text, nullable=False),
+    Column("join_generation", Integer, nullable=False),
+    Column("assignment", LargeBinary, nullable=True),
+    Column("last_heartbeat_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("group_id", "member_id"),
+)
+
+committed_offsets = Table(
+    "committed_offsets",
+    metadata,
+    Column("group_id", String(GROUP_ID_MAX_LENGTH), nullable=False),
+    Column("topic", String(TOPIC_NAME_MAX_LENGTH), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("committed_offset", BigInteger, nullable=False),
+    Column("leader_epoch", Integer, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("commit_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("group_id", "topic", "partition"),
 )

@@ -29,14 +29,15 @@ import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ContextManager, Iterator, Mapping, NoReturn
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, NoReturn, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, create_engine, delete, event, insert, select
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import update
-from sqlalchemy.engine import URL, make_url
-
-from logstore.backends import migrate
+from logstore.backends import migrate, sql_groups
+from logstore.backends.group_records import (
+    CommittedOffset,
+    GroupRecord,
+    GroupSnapshot,
+    GroupUpdate,
+)
 from logstore.backends.metadata import TopicRecord
 from logstore.backends.schema import (
     CHANGES_ROW_ID,
@@ -44,6 +45,10 @@ from logstore.backends.schema import (
     metadata_changes,
     topics,
 )
+from sqlalchemy import Connection, Engine, Row, create_engine, delete, event, insert, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+
 from logstore.errors import (
     DatabaseLockedError,
     IllegalStateError,
@@ -57,6 +62,9 @@ from logstore.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from logstore.types import TopicPartition
+
+T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
@@ -411,6 +419,25 @@ class SqlMetadataStore:
                 retriable=False,
             )
         return int(value)
+
+    # --- consumer groups (implemented in sql_groups) -----------------------------------------
+
+    def update_group(
+        self, group_id: str, step: Callable[[GroupSnapshot], tuple[GroupUpdate, T]]
+    ) -> T:
+        """See :meth:`MetadataStore.update_group`."""
+        return sql_groups.update_group(self, group_id, step)
+
+    def read_group(self, group_id: str) -> GroupSnapshot:
+        return sql_groups.read_group(self, group_id)
+
+    def list_groups(self) -> list[GroupRecord]:
+        return sql_groups.list_groups(self)
+
+    def fetch_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, CommittedOffset]:
+        return sql_groups.fetch_offsets(self, group_id, partitions)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

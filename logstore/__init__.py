@@ -13,10 +13,15 @@ from logstore.types import (
     AppendResult,
     ConsumerRecord,
     FetchResult,
+    GroupDescription,
+    GroupListing,
     Header,
     IsolationLevel,
+    MemberDescription,
+    OffsetAndMetadata,
     OffsetAndTimestamp,
     PartitionDescription,
+    PartitionLag,
     RecordMetadata,
     RetentionReport,
     TopicDescription,
@@ -25,6 +30,7 @@ from logstore.types import (
 
 from logstore.client.consumer import Consumer
 from logstore.client.futures import RecordFuture
+from logstore.client.group_membership import ConsumerRebalanceListener
 from logstore.client.producer import Producer
 from logstore.clock import Clock, ManualClock, SystemClock
 from logstore.embedded import Log, open
@@ -32,8 +38,10 @@ from logstore.embedded import Log, open
 __version__ = "0.1.0"
 
 __all__ = [
-    "AppendResult", "Clock", "Consumer", "ConsumerRecord", "FetchResult", "Header",
-    "IsolationLevel", "Log", "ManualClock", "OffsetAndTimestamp", "PartitionDescription",
+    "AppendResult", "Clock", "Consumer", "ConsumerRebalanceListener", "ConsumerRecord",
+    "FetchResult", "GroupDescription", "GroupListing", "Header", "IsolationLevel", "Log",
+    "ManualClock", "MemberDescription", "OffsetAndMetadata", "OffsetAndTimestamp",
+    "PartitionDescription", "PartitionLag",
     "Producer", "RecordFuture", "RecordMetadata", "RetentionReport", "SystemClock",
     "TopicDescription", "TopicPartition", "errors", "open",
     *errors.__all__,

@@ -24,7 +24,9 @@ from logstore.client.consumer import Consumer
 from logstore.client.producer import Producer
 from logstore.clock import SYSTEM_CLOCK, Clock
 from logstore.config import TopicConfig
+from logstore.coordinator.group_coordinator import GroupCoordinator
 from logstore.errors import IllegalStateError, InvalidArgumentError, LogstoreError
+from logstore.group_admin import GroupAdmin
 from logstore.log.manager import LogManager
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
@@ -32,6 +34,10 @@ from logstore.topic_cache import TopicCache
 from logstore.types import (
     AppendResult,
     FetchResult,
+    GroupDescription,
+    GroupListing,
+    OffsetAndMetadata,
+    PartitionLag,
     IsolationLevel,
     RetentionReport,
     TopicDescription,
@@ -98,6 +104,11 @@ class Log:
         self._manager.purge_deleted()
         self._cache = TopicCache(self._store, max_age_ms=metadata_max_age_ms)
         self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
+        self.group_coordinator = GroupCoordinator(self._store, self.clock)
+        self._groups = GroupAdmin(
+            self.group_coordinator, self.clock, self.partition_log,
+            lambda topic: self.topic_info(topic)[0],
+        )
         self._clients: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
         self._closed = threading.Event()
         self._closing = False
@@ -146,6 +157,45 @@ class Log:
         """Delete a topic and all its records."""
         self._ensure_open()
         self._admin.delete_topic(name)
+
+    # --- consumer groups ---------------------------------------------------------------------
+
+    def list_groups(self) -> list[GroupListing]:
+        """Every consumer group with its state and member count."""
+        self._ensure_open()
+        return self._groups.list_groups()
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """State, generation, protocol and members (with their assignments) of a group."""
+        self._ensure_open()
+        return self._groups.describe_group(group_id)
+
+    def group_lag(self, group_id: str) -> list[PartitionLag]:
+        """Per partition: the group's committed offset, the log end offset and the lag."""
+        self._ensure_open()
+        return self._groups.group_lag(group_id)
+
+    def alter_group_offsets(
+        self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata | int]
+    ) -> None:
+        """Set a group's committed offsets (refused while it has live members)."""
+        self._ensure_open()
+        self._groups.alter_group_offsets(group_id, offsets)
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete a group and its committed offsets (only when it has no live members)."""
+        self._ensure_open()
+        self._groups.delete_group(group_id)
+
+    def plan_group_offset_reset(
+        self, group_id: str, topic: str, *, mode: str, value: int = 0,
+        partitions: list[int] | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Target offsets of a reset, like kafka-consumer-groups --reset-offsets (not applied:
+        pass the result to :meth:`alter_group_offsets`)."""
+        self._ensure_open()
+        return self._groups.plan_offset_reset(group_id, topic, partitions=partitions, mode=mode,
+                                              value=value)
 
     # --- clients -----------------------------------------------------------------------------
 

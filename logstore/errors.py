@@ -142,6 +142,64 @@ class StaleVersionError(LogstoreError):
     retriable = True
 
 
+# --- consumer groups -------------------------------------------------------------------------
+
+
+class InvalidGroupIdError(LogstoreError):
+    """The group id is not valid (1 to 255 characters)."""
+
+    error_code = 24  # INVALID_GROUP_ID
+
+
+class GroupIdNotFoundError(LogstoreError):
+    """The group does not exist."""
+
+    error_code = 69  # GROUP_ID_NOT_FOUND
+
+
+class GroupNotEmptyError(LogstoreError):
+    """The operation needs a group without live members (delete, offset reset)."""
+
+    error_code = 68  # NON_EMPTY_GROUP
+
+
+class UnknownMemberIdError(LogstoreError):
+    """The member is not (or no longer) in the group: it must rejoin."""
+
+    error_code = 25  # UNKNOWN_MEMBER_ID
+
+
+class IllegalGenerationError(LogstoreError):
+    """The request carries a generation the group has left behind: the member is stale."""
+
+    error_code = 22  # ILLEGAL_GENERATION
+
+
+class RebalanceInProgressError(LogstoreError):
+    """The group is rebalancing: the member must rejoin."""
+
+    retriable = True
+    error_code = 27  # REBALANCE_IN_PROGRESS
+
+
+class FencedInstanceIdError(LogstoreError):
+    """Another member took over this static member's group.instance.id (KIP-345)."""
+
+    error_code = 82  # FENCED_INSTANCE_ID
+
+
+class InconsistentGroupProtocolError(LogstoreError):
+    """The member's protocol type or assignors are incompatible with the group's."""
+
+    error_code = 23  # INCONSISTENT_GROUP_PROTOCOL
+
+
+class CommitFailedError(LogstoreError):
+    """An offset commit was rejected because this consumer is no longer a current member of
+    its group (its generation is stale or it was removed); the records since the last commit
+    may be processed again by the new owner of their partitions."""
+
+
 # --- clients -------------------------------------------------------------------------------
 
 
@@ -167,3 +225,59 @@ class InvalidArgumentError(LogstoreError, ValueError):
 
 
 __all__ = [name for name in dir() if name.endswith("Error")]
+
+
+# --- object stores -----------------------------------------------------------------------------
+
+
+class ObjectStoreError(LogstoreError):
+    """An object store request failed (I/O error, timeout, throttling, a 5xx answer).
+
+    Retriable unless raised with ``retriable=False`` (e.g. an unexpected 4xx answer).
+    """
+
+    retriable = True
+    error_code = 56  # KAFKA_STORAGE_ERROR
+
+
+class ObjectNotFoundError(ObjectStoreError):
+    """The object does not exist in the object store."""
+
+    retriable = False
+
+
+class PreconditionFailedError(ObjectStoreError):
+    """A conditional write lost: ``put(..., if_none_match=True)`` found the key already there.
+
+    ``maybe_own_write`` is True when an earlier attempt of the same call failed after the
+    request may have reached the store (a timeout, a dropped connection): the object found may
+    then be the caller's own write, and the caller should compare it (size) before giving up.
+    """
+
+    retriable = False
+
+    def __init__(self, message: str = "", *, maybe_own_write: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_own_write = maybe_own_write
+
+
+class ObjectRangeError(ObjectStoreError):
+    """A ranged read starts beyond the end of the object."""
+
+    retriable = False
+
+
+class ObjectStoreAccessError(ObjectStoreError):
+    """The object store cannot be used as configured: no such bucket or directory, access
+    denied, invalid credentials, a wrong region or endpoint. Needs an operator's fix."""
+
+    retriable = False
+
+
+__all__ += [  # noqa: PLE0605  (the object-store errors, appended after the list was built)
+    "ObjectStoreError",
+    "ObjectNotFoundError",
+    "PreconditionFailedError",
+    "ObjectRangeError",
+    "ObjectStoreAccessError",
+]

@@ -64,6 +64,15 @@ class OffsetAndTimestamp:
     timestamp_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class OffsetAndMetadata:
+    """A committed offset: the next offset to consume, with optional application metadata."""
+
+    offset: int
+    metadata: str = ""
+    leader_epoch: int = -1
+
+
 class IsolationLevel(str, enum.Enum):
     """Which records a reader may see (Kafka's ``isolation.level``)."""
 
@@ -133,3 +142,48 @@ class RetentionReport:
     segments_deleted: int
     bytes_deleted: int
     log_start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupListing:
+    """A consumer group as ``list_groups`` shows it."""
+
+    group_id: str
+    state: str
+    protocol_type: str
+    member_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDescription:
+    """A member of a consumer group and the partitions assigned to it."""
+
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    assignment: frozenset[TopicPartition]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """A consumer group: state, generation, chosen protocol, leader and members."""
+
+    group_id: str
+    state: str
+    generation: int
+    protocol_type: str
+    protocol: str | None
+    leader_id: str | None
+    members: tuple[MemberDescription, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """How far a group is behind on one partition (``lag`` None: nothing committed)."""
+
+    topic: str
+    partition: int
+    committed_offset: int | None
+    log_end_offset: int
+    lag: int | None
+    member_id: str | None = None

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from logstore.clock import Clock
 from logstore.config import TopicConfig
+from logstore.coordinator.group_coordinator import GroupCoordinator
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
 
@@ -19,6 +20,7 @@ class ClientAccess(Protocol):
 
     clock: Clock
     notifier: AppendNotifier
+    group_coordinator: GroupCoordinator
 
     def topic_info(self, topic: str) -> tuple[int, TopicConfig]:
         """(partition count, config) of a topic; raises UnknownTopicOrPartitionError."""

@@ -1,4 +1,6 @@
-"""Fixtures for the metadata store tests: one URL per backend, each test with a fresh database.
+"""Fixtures for the backend tests: metadata stores (below) and object stores (at the end).
+
+Metadata stores: one URL per backend, each test with a fresh database.
 
 SQLite databases live in ``tmp_path``. The PostgreSQL fixtures (``postgresql_admin``,
 ``postgresql_url``: a fresh schema per test, selected through ``search_path`` in the URL and
@@ -7,8 +9,9 @@ dropped afterwards; skipped without ``LOGSTORE_TEST_POSTGRES_URL``) come from te
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -35,3 +38,118 @@ def store(store_url: str) -> Iterator[SqlMetadataStore]:
     opened = SqlMetadataStore(store_url)
     yield opened
     opened.close()
+
+
+# --- object stores -----------------------------------------------------------------------------
+#
+# The object store contract runs against four stores: memory, the local file system, S3
+# through moto in-process (``mock_aws``) and S3 through moto's threaded server over real HTTP.
+# Every S3 test gets a fresh bucket. Sleeps are recorded, never slept.
+
+OBJECT_STORES = ["memory", "local", "s3_mock", "s3_http"]
+#: Small sizes so that multipart uploads and list pagination happen with little data.
+SMALL_PART_BYTES = 5 * 1024 * 1024
+SMALL_PAGE = 7
+S3_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def aws_credentials() -> Iterator[None]:
+    """Fake credentials for moto, and no reading of the user's ~/.aws files."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_SESSION_TOKEN", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", S3_REGION)
+        patch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        patch.delenv("AWS_PROFILE", raising=False)
+        patch.delenv("AWS_ENDPOINT_URL", raising=False)
+        patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_server(aws_credentials: None) -> Iterator[str]:
+    """The endpoint URL of a moto server on a free port of 127.0.0.1, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def fresh_bucket_name() -> str:
+    return f"logstore-test-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def recorded_sleeps() -> list[float]:
+    """The seconds every injected ``sleep`` was asked to sleep (see ``fake_sleep``)."""
+    return []
+
+
+@pytest.fixture
+def fake_sleep(recorded_sleeps: list[float]) -> Callable[[float], None]:
+    """A sleep that records its argument and returns at once."""
+    return recorded_sleeps.append
+
+
+@pytest.fixture
+def s3_mock_bucket(aws_credentials: None) -> Iterator[str]:
+    """A fresh bucket in moto's in-process mock (active for the whole test)."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        bucket = fresh_bucket_name()
+        boto3.client("s3", region_name=S3_REGION).create_bucket(Bucket=bucket)
+        yield bucket
+
+
+@pytest.fixture
+def s3_http_bucket(moto_server: str) -> str:
+    """A fresh bucket on the moto server."""
+    import boto3
+
+    client = boto3.client("s3", region_name=S3_REGION, endpoint_url=moto_server)
+    bucket = fresh_bucket_name()
+    client.create_bucket(Bucket=bucket)
+    client.close()
+    return bucket
+
+
+@pytest.fixture(params=OBJECT_STORES)
+def object_store(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_sleep: Callable[[float], None]
+) -> Iterator[Any]:
+    """A fresh, empty object store of each kind, with small multipart and page sizes."""
+    from logstore.backends.local_store import LocalObjectStore
+    from logstore.backends.memory_store import MemoryObjectStore
+    from logstore.backends.s3_store import S3ObjectStore
+
+    kind = request.param
+    if kind == "memory":
+        store: Any = MemoryObjectStore(sleep=fake_sleep)
+    elif kind == "local":
+        root = tmp_path / "objects"
+        root.mkdir()
+        store = LocalObjectStore(root)
+    else:
+        s3_options: dict[str, Any] = dict(
+            region=S3_REGION,
+            multipart_threshold_bytes=SMALL_PART_BYTES,
+            part_size_bytes=SMALL_PART_BYTES,
+            list_page_size=SMALL_PAGE,
+            sleep=fake_sleep,
+        )
+        if kind == "s3_http":
+            s3_options["endpoint_url"] = request.getfixturevalue("moto_server")
+            bucket = request.getfixturevalue("s3_http_bucket")
+        else:
+            bucket = request.getfixturevalue("s3_mock_bucket")
+        store = S3ObjectStore(bucket, "tier", **s3_options)
+    yield store
+    store.close()

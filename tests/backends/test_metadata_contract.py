@@ -284,7 +284,8 @@ def test_reopening_is_idempotent_and_keeps_data(store_url: str) -> None:
         assert third.list_topics() == [created]
 
     assert migrate.current_revision(store_url) == migrate.HEAD_REVISION
-    assert migrate.upgrade(store_url) == migrate.UpgradeResult("0001", "0001")
+    head = migrate.HEAD_REVISION
+    assert migrate.upgrade(store_url) == migrate.UpgradeResult(head, head)
 
 
 def test_upgrade_reports_what_it_did(store_url: str) -> None:
@@ -293,7 +294,8 @@ def test_upgrade_reports_what_it_did(store_url: str) -> None:
     first = migrate.upgrade(store_url)
     second = migrate.upgrade(store_url)
 
-    assert (first.from_revision, first.to_revision, first.changed) == (None, "0001", True)
+    assert (first.from_revision, first.to_revision, first.changed) == (
+        None, migrate.HEAD_REVISION, True)
     assert second.changed is False
     with SqlMetadataStore(store_url, auto_migrate=False) as opened:
         assert opened.change_counter() == 0

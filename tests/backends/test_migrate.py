@@ -67,9 +67,10 @@ def test_a_failed_migration_rolls_back_every_migration(
 ) -> None:
     scripts = tmp_path / "migrations"
     shutil.copytree(migrate.migrations_location(), scripts)
-    (scripts / "versions" / "0002_broken.py").write_text(
-        'revision = "0002"\n'
-        'down_revision = "0001"\n'
+    broken = f"{int(migrate.HEAD_REVISION) + 1:04d}"
+    (scripts / "versions" / f"{broken}_broken.py").write_text(
+        f'revision = "{broken}"\n'
+        f'down_revision = "{migrate.HEAD_REVISION}"\n'
         "from alembic import op\n"
         "def upgrade():\n"
         '    op.execute("CREATE TABLE half_done (x INTEGER)")\n'
@@ -78,7 +79,7 @@ def test_a_failed_migration_rolls_back_every_migration(
         "    pass\n"
     )
     monkeypatch.setattr(migrate, "migrations_location", lambda: scripts)
-    monkeypatch.setattr(migrate, "HEAD_REVISION", "0002")
+    monkeypatch.setattr(migrate, "HEAD_REVISION", broken)
 
     with pytest.raises(MetadataStoreError, match="upgrading the metadata schema failed"):
         migrate.upgrade(store_url)
@@ -167,7 +168,7 @@ def test_the_alembic_command_line_uses_env_py(tmp_path: Path) -> None:
         ).stdout
 
     run("upgrade", "head")
-    assert re.search(r"^0001 \(head\)", run("current"), re.MULTILINE)
+    assert re.search(rf"^{migrate.HEAD_REVISION} \(head\)", run("current"), re.MULTILINE)
     with SqlMetadataStore(url, auto_migrate=False) as opened:
         assert opened.change_counter() == 0
 

@@ -1,0 +1,475 @@
+"""The consumer-group state machine (Kafka's classic group protocol) as pure functions.
+
+Each step takes the group as read under its lock (:class:`GroupSnapshot`), the request and the
+current time, and returns the :class:`GroupUpdate` to write plus a result. Nothing here does
+I/O, so every transition is tested with plain values; ``group_coordinator`` runs the steps
+inside the metadata store's transaction.
+
+Protocol outcomes that tell a member what to do next (rebalance in progress, unknown member,
+stale generation) are *returned* as the result (an exception instance), not raised: raising
+would roll back the transaction and with it the maintenance the step did (expiring a dead
+member, starting a rebalance). ``group_coordinator`` raises them after the write commits. Only
+requests that are simply invalid raise inside the step (nothing is written then).
+
+States and transitions::
+
+    Empty --join--> PreparingRebalance --all joined / deadline--> CompletingRebalance
+    CompletingRebalance --leader syncs--> Stable
+    Stable --join (new member or new metadata) / leave / member expired--> PreparingRebalance
+    PreparingRebalance --everyone gone--> Empty
+
+Rules:
+
+* Every step first *maintains* the group: members whose last heartbeat is older than their
+  session timeout are removed; a CompletingRebalance whose leader has not synced within the
+  rebalance timeout starts over; a PreparingRebalance completes when every member has joined
+  the next generation, or at its deadline without those that have not (they are removed).
+* Completing a rebalance bumps the generation, picks the protocol every member supports (the
+  most preferred by the members, in order), keeps the leader if it rejoined (else the first
+  member by id), and clears every assignment.
+* Only members of the current generation may sync, heartbeat without error or commit offsets.
+  A member of an older generation gets IllegalGenerationError, a removed one
+  UnknownMemberIdError: that is how zombies are fenced.
+* Static members (``group_instance_id``, KIP-345): a join with the instance id of an existing
+  member takes over its member row (new member id, same assignment); when the group is Stable
+  and the member's metadata is unchanged, no rebalance happens. The old member id is fenced.
+* Offsets may be committed by a member of the current generation while the group is Stable or
+  PreparingRebalance (so revocation callbacks can commit), or with generation -1 by a client
+  that does not use group management, only while the group has no members.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from logstore.backends.group_records import (
+    COMPLETING_REBALANCE,
+    EMPTY,
+    PREPARING_REBALANCE,
+    STABLE,
+    CommittedOffset,
+    GroupRecord,
+    GroupSnapshot,
+    GroupUpdate,
+    MemberRecord,
+)
+from logstore.errors import (
+    FencedInstanceIdError,
+    GroupIdNotFoundError,
+    GroupNotEmptyError,
+    IllegalGenerationError,
+    InconsistentGroupProtocolError,
+    InvalidArgumentError,
+    LogstoreError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from logstore.types import TopicPartition
+
+NO_GENERATION = -1
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """A member (re)joining. ``member_id`` "" asks for a new member id."""
+
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    protocol_type: str
+    protocols: tuple[tuple[str, bytes], ...]
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    rebalance: bool = False
+    """Ask for a rebalance even if nothing about this member changed (e.g. topic metadata
+    changed, or a cooperative member revoked partitions and must be given new ones)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """What a member learns from a step: where the group is and what concerns the member."""
+
+    member_id: str
+    generation: int
+    state: str
+    protocol: str | None
+    leader_id: str | None
+    joined: bool
+    """The member has joined ``generation`` (True once the rebalance it is part of completed)."""
+    assignment: bytes | None
+    members: tuple[MemberRecord, ...] = ()
+    """All members of ``generation``, given to the leader only (it computes the assignment)."""
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader_id == self.member_id
+
+
+# --- maintenance ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Work:
+    """A group being changed by one step (mutable scratch state; the result is a GroupUpdate)."""
+
+    group: GroupRecord
+    members: dict[str, MemberRecord]
+    removed: set[str]
+    changed: set[str]
+    group_changed: bool
+
+    @classmethod
+    def of(cls, snapshot: GroupSnapshot, group_id: str, now_ms: int) -> _Work:
+        group = snapshot.group or GroupRecord(group_id=group_id, state_since_ms=now_ms)
+        return cls(group, {m.member_id: m for m in snapshot.members}, set(), set(),
+                   snapshot.group is None)
+
+    def set_group(self, **changes: object) -> None:
+        self.group = replace(self.group, **changes)  # type: ignore[arg-type]
+        self.group_changed = True
+
+    def put(self, member: MemberRecord) -> None:
+        self.members[member.member_id] = member
+        self.changed.add(member.member_id)
+        self.removed.discard(member.member_id)
+
+    def remove(self, member_id: str) -> None:
+        if self.members.pop(member_id, None) is not None:
+            self.removed.add(member_id)
+            self.changed.discard(member_id)
+
+    def update(self, **extra: object) -> GroupUpdate:
+        return GroupUpdate(
+            group=self.group if self.group_changed else None,
+            upsert_members=tuple(self.members[m] for m in sorted(self.changed)),
+            delete_members=tuple(sorted(self.removed)),
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def view(self, member_id: str) -> GroupView:
+        group = self.group
+        member = self.members.get(member_id)
+        joined = member is not None and member.join_generation == group.generation and (
+            group.state in (COMPLETING_REBALANCE, STABLE)
+        )
+        leader = joined and group.leader_id == member_id
+        return GroupView(
+            member_id=member_id,
+            generation=group.generation,
+            state=group.state,
+            protocol=group.protocol,
+            leader_id=group.leader_id,
+            joined=joined,
+            assignment=member.assignment if joined and member is not None else None,
+            members=tuple(sorted(self.members.values(), key=lambda m: m.member_id))
+            if leader else (),
+        )
+
+
+def _maintain(work: _Work, now_ms: int) -> None:
+    group = work.group
+    expired = [m.member_id for m in work.members.values()
+               if m.last_heartbeat_ms + m.session_timeout_ms < now_ms]
+    for member_id in expired:
+        work.remove(member_id)
+    if expired and group.state in (STABLE, COMPLETING_REBALANCE):
+        _prepare_rebalance(work, now_ms)
+    group = work.group
+    if group.state == COMPLETING_REBALANCE:
+        timeout = max((m.rebalance_timeout_ms for m in work.members.values()), default=0)
+        if now_ms > group.state_since_ms + timeout:
+            _prepare_rebalance(work, now_ms)  # the leader never synced
+    _maybe_complete(work, now_ms)
+
+
+def _prepare_rebalance(work: _Work, now_ms: int) -> None:
+    if not work.members:
+        work.set_group(state=EMPTY, state_since_ms=now_ms, rebalance_deadline_ms=-1,
+                       generation=work.group.generation + 1, leader_id=None, protocol=None)
+        return
+    if work.group.state == PREPARING_REBALANCE:
+        return
+    timeout = max(m.rebalance_timeout_ms for m in work.members.values())
+    work.set_group(state=PREPARING_REBALANCE, state_since_ms=now_ms,
+                   rebalance_deadline_ms=now_ms + timeout)
+
+
+def _maybe_complete(work: _Work, now_ms: int) -> None:
+    group = work.group
+    if group.state != PREPARING_REBALANCE:
+        return
+    target = group.generation + 1
+    waiting = [m for m in work.members.values() if m.join_generation != target]
+    if waiting and now_ms < group.rebalance_deadline_ms:
+        return
+    for member in waiting:
+        work.remove(member.member_id)  # did not rejoin in time
+    if not work.members:
+        work.set_group(state=EMPTY, state_since_ms=now_ms, rebalance_deadline_ms=-1,
+                       generation=target, leader_id=None, protocol=None)
+        return
+    members = sorted(work.members.values(), key=lambda m: m.member_id)
+    protocol = _select_protocol(members)
+    leader = group.leader_id if group.leader_id in work.members else members[0].member_id
+    for member in members:
+        if member.assignment is not None:
+            work.put(replace(member, assignment=None))
+    work.set_group(state=COMPLETING_REBALANCE, state_since_ms=now_ms, rebalance_deadline_ms=-1,
+                   generation=target, leader_id=leader, protocol=protocol)
+
+
+def _select_protocol(members: list[MemberRecord]) -> str:
+    """The protocol every member supports that the members prefer most (Kafka's vote: each
+    member votes for its most preferred candidate; ties go to the first candidate in the
+    first member's order)."""
+    supported = set.intersection(*({name for name, _ in m.protocols} for m in members))
+    if not supported:
+        raise InconsistentGroupProtocolError("the members share no partition assignor")
+    order = [name for name, _ in members[0].protocols if name in supported]
+    votes = {name: 0 for name in order}
+    for member in members:
+        for name, _ in member.protocols:
+            if name in supported:
+                votes[name] += 1
+                break
+    return max(order, key=lambda name: (votes[name], -order.index(name)))
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+
+def join(
+    snapshot: GroupSnapshot, group_id: str, request: JoinRequest, now_ms: int
+) -> tuple[GroupUpdate, GroupView]:
+    """Add or refresh a member and move the group toward the next generation."""
+    if not request.protocols:
+        raise InvalidArgumentError("a member must support at least one assignor")
+    work = _Work.of(snapshot, group_id, now_ms)
+    _maintain(work, now_ms)
+    group = work.group
+    if work.members and group.protocol_type and group.protocol_type != request.protocol_type:
+        raise InconsistentGroupProtocolError(
+            f"group {group_id!r} uses protocol type {group.protocol_type!r}, "
+            f"not {request.protocol_type!r}"
+        )
+    names = {name for name, _ in request.protocols}
+    for other in work.members.values():
+        if other.member_id != request.member_id and not names & {n for n, _ in other.protocols}:
+            raise InconsistentGroupProtocolError(
+                f"the assignors {sorted(names)} share none with the members of group {group_id!r}"
+            )
+
+    member = work.members.get(request.member_id) if request.member_id else None
+    if request.member_id and member is None:
+        static = _static_member(work, request.group_instance_id)
+        if static is None:
+            raise UnknownMemberIdError(
+                f"member {request.member_id} is not in group {group_id!r}: rejoin as a new member"
+            )
+        raise FencedInstanceIdError(
+            f"instance {request.group_instance_id!r} of group {group_id!r} belongs to another member"
+        )
+    if member is None:
+        previous = _static_member(work, request.group_instance_id)
+        member_id = f"{request.client_id}-{uuid.uuid4()}"
+        if previous is not None:
+            # A static member restarted: take over its row and assignment (KIP-345).
+            work.remove(previous.member_id)
+            member = replace(previous, member_id=member_id, client_id=request.client_id,
+                             last_heartbeat_ms=now_ms)
+            if group.leader_id == previous.member_id:
+                work.set_group(leader_id=member_id)
+            work.put(member)
+            unchanged = previous.protocols == request.protocols and not request.rebalance
+            if group.state == STABLE and previous.join_generation == group.generation and unchanged:
+                return _finish(work, request), work.view(member_id)
+        else:
+            member = MemberRecord(
+                member_id=member_id,
+                group_instance_id=request.group_instance_id,
+                client_id=request.client_id,
+                session_timeout_ms=request.session_timeout_ms,
+                rebalance_timeout_ms=request.rebalance_timeout_ms,
+                protocols=request.protocols,
+                last_heartbeat_ms=now_ms,
+            )
+            work.put(member)
+    else:
+        unchanged = member.protocols == request.protocols and not request.rebalance
+        if (unchanged and member.join_generation == group.generation
+                and group.state in (COMPLETING_REBALANCE, STABLE)):
+            work.put(replace(member, last_heartbeat_ms=now_ms))
+            return _finish(work, request), work.view(member.member_id)
+
+    member = work.members[member.member_id]
+    if work.group.state != PREPARING_REBALANCE:
+        _prepare_rebalance(work, now_ms)
+    work.put(replace(
+        member,
+        protocols=request.protocols,
+        session_timeout_ms=request.session_timeout_ms,
+        rebalance_timeout_ms=request.rebalance_timeout_ms,
+        join_generation=work.group.generation + 1,
+        last_heartbeat_ms=now_ms,
+    ))
+    _maybe_complete(work, now_ms)
+    return _finish(work, request), work.view(member.member_id)
+
+
+def _finish(work: _Work, request: JoinRequest) -> GroupUpdate:
+    if not work.group.protocol_type and request.protocol_type:
+        work.set_group(protocol_type=request.protocol_type)
+    return work.update()
+
+
+def _static_member(work: _Work, instance_id: str | None) -> MemberRecord | None:
+    if instance_id is None:
+        return None
+    for member in work.members.values():
+        if member.group_instance_id == instance_id:
+            return member
+    return None
+
+
+def sync(
+    snapshot: GroupSnapshot,
+    group_id: str,
+    member_id: str,
+    generation: int,
+    assignments: Mapping[str, bytes] | None,
+    now_ms: int,
+) -> tuple[GroupUpdate, GroupView | LogstoreError]:
+    """The leader hands out assignments; every member learns its own (None: not yet)."""
+    work, error = _member_step(snapshot, group_id, member_id, generation, now_ms)
+    if error is not None:
+        return work.update(), error
+    group = work.group
+    if group.state == COMPLETING_REBALANCE and assignments is not None:
+        if group.leader_id != member_id:
+            raise InvalidArgumentError(f"only the leader of group {group_id!r} may assign")
+        unknown = set(assignments) - set(work.members)
+        if unknown:
+            raise InvalidArgumentError(f"assignment for unknown members {sorted(unknown)}")
+        for other in list(work.members.values()):
+            work.put(replace(other, assignment=assignments.get(other.member_id, b"")))
+        work.set_group(state=STABLE, state_since_ms=now_ms)
+    return work.update(), work.view(member_id)
+
+
+def heartbeat(
+    snapshot: GroupSnapshot, group_id: str, member_id: str, generation: int, now_ms: int
+) -> tuple[GroupUpdate, GroupView | LogstoreError]:
+    """Keep the member alive; RebalanceInProgressError when it must rejoin."""
+    work, error = _member_step(snapshot, group_id, member_id, generation, now_ms)
+    return work.update(), error if error is not None else work.view(member_id)
+
+
+def _member_step(
+    snapshot: GroupSnapshot, group_id: str, member_id: str, generation: int, now_ms: int
+) -> tuple[_Work, LogstoreError | None]:
+    """Maintain the group and check that ``member_id`` is a member of ``generation``."""
+    work = _Work.of(snapshot, group_id, now_ms)
+    _maintain(work, now_ms)
+    member = work.members.get(member_id)
+    if member is None:
+        return work, UnknownMemberIdError(f"member {member_id} is not in group {group_id!r}")
+    work.put(replace(member, last_heartbeat_ms=now_ms))
+    group = work.group
+    if group.state == PREPARING_REBALANCE:
+        return work, RebalanceInProgressError(f"group {group_id!r} is rebalancing: rejoin")
+    if generation != group.generation or member.join_generation != group.generation:
+        return work, IllegalGenerationError(
+            f"generation {generation} of group {group_id!r} is over (now {group.generation})"
+        )
+    return work, None
+
+
+def leave(
+    snapshot: GroupSnapshot, group_id: str, member_id: str, now_ms: int
+) -> tuple[GroupUpdate, None]:
+    """Remove a member (a consumer closing, or giving up after max.poll.interval.ms)."""
+    work = _Work.of(snapshot, group_id, now_ms)
+    if snapshot.group is None or member_id not in work.members:
+        return GroupUpdate(), None
+    work.remove(member_id)
+    if work.group.leader_id == member_id:
+        work.set_group(leader_id=None)
+    if work.group.state == PREPARING_REBALANCE:
+        _maybe_complete(work, now_ms)
+    else:
+        _prepare_rebalance(work, now_ms)
+    return work.update(), None
+
+
+def commit(
+    snapshot: GroupSnapshot,
+    group_id: str,
+    member_id: str,
+    generation: int,
+    offsets: Mapping[TopicPartition, CommittedOffset],
+    now_ms: int,
+) -> tuple[GroupUpdate, LogstoreError | None]:
+    """Store committed offsets, fencing members that are not of the current generation."""
+    work = _Work.of(snapshot, group_id, now_ms)
+    _maintain(work, now_ms)
+    group = work.group
+    if generation == NO_GENERATION and not member_id:
+        if work.members:
+            return work.update(), IllegalGenerationError(
+                f"group {group_id!r} has live members: only they may commit its offsets"
+            )
+    else:
+        member = work.members.get(member_id)
+        if member is None:
+            return work.update(), UnknownMemberIdError(
+                f"member {member_id} is not in group {group_id!r}")
+        if generation != group.generation or member.join_generation != group.generation:
+            return work.update(), IllegalGenerationError(
+                f"generation {generation} of group {group_id!r} is over (now {group.generation})"
+            )
+        if group.state == COMPLETING_REBALANCE:
+            return work.update(), RebalanceInProgressError(
+                f"group {group_id!r} is completing a rebalance")
+        work.put(replace(member, last_heartbeat_ms=now_ms))
+    return work.update(commit_offsets=tuple(offsets.items())), None
+
+
+def alter_offsets(
+    snapshot: GroupSnapshot,
+    group_id: str,
+    offsets: Mapping[TopicPartition, CommittedOffset],
+    now_ms: int,
+) -> tuple[GroupUpdate, None]:
+    """Administrative offset change; refused while the group has live members."""
+    work = _Work.of(snapshot, group_id, now_ms)
+    _maintain(work, now_ms)
+    if work.members:
+        raise GroupNotEmptyError(
+            f"group {group_id!r} has {len(work.members)} live member(s): stop them before "
+            "changing its offsets"
+        )
+    return work.update(commit_offsets=tuple(offsets.items())), None
+
+
+def delete_group(snapshot: GroupSnapshot, group_id: str, now_ms: int) -> tuple[GroupUpdate, None]:
+    """Delete a group and its offsets; refused while it has live members."""
+    if snapshot.group is None:
+        raise GroupIdNotFoundError(f"group {group_id!r} does not exist")
+    work = _Work.of(snapshot, group_id, now_ms)
+    _maintain(work, now_ms)
+    if work.members:
+        raise GroupNotEmptyError(
+            f"group {group_id!r} has {len(work.members)} live member(s): it cannot be deleted"
+        )
+    return GroupUpdate(delete_group=True), None
+
+
+def expire(snapshot: GroupSnapshot, group_id: str, now_ms: int) -> tuple[GroupUpdate, GroupView]:
+    """Only maintenance (expire members, finish rebalances); used to describe a group."""
+    if snapshot.group is None:
+        raise GroupIdNotFoundError(f"group {group_id!r} does not exist")
+    work = _Work.of(snapshot, group_id, now_ms)
+    _maintain(work, now_ms)
+    return work.update(), work.view("")
