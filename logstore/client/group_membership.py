@@ -126,7 +126,9 @@ class GroupMembership:
             self._topics_wanted = sorted(set(topics or []))
             self._pattern = pattern
             self._rejoin = self._rejoin or "subscription changed"
-            self._ask_rebalance = True
+            # A new member triggers a rebalance by joining; a member already in the group must
+            # ask for one (its new topics may need partitions moved).
+            self._ask_rebalance = bool(self.member_id)
 
     def subscribed_topics(self) -> list[str]:
         if self._pattern is None:

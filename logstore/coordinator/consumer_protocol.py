@@ -86,3 +86,23 @@ def _partitions(items: Any) -> list[TopicPartition]:
             raise InconsistentGroupProtocolError(f"malformed partition {item!r}")
         result.append(TopicPartition(item[0], item[1]))
     return result
+
+
+def same_subscription(
+    old: tuple[tuple[str, bytes], ...], new: tuple[tuple[str, bytes], ...]
+) -> bool:
+    """Whether two members' protocols subscribe to the same topics with the same assignors.
+
+    Owned partitions and generations are ignored: they change with every rebalance, and a
+    restarted static member cannot know them. Undecodable metadata compares by bytes.
+    """
+    if [name for name, _ in old] != [name for name, _ in new]:
+        return False
+    for (_, a), (_, b) in zip(old, new, strict=True):
+        try:
+            if decode_subscription(a).topics != decode_subscription(b).topics:
+                return False
+        except InconsistentGroupProtocolError:
+            if a != b:
+                return False
+    return True

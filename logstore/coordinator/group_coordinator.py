@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, TypeVar
 from logstore.backends.group_records import CommittedOffset, GroupRecord, GroupSnapshot
 from logstore.backends.metadata import MetadataStore
 from logstore.clock import Clock
-from logstore.coordinator import group_state
+from logstore.coordinator import consumer_protocol, group_state
 from logstore.coordinator.group_state import GroupView, JoinRequest
 from logstore.errors import LogstoreError
 from logstore.types import TopicPartition
@@ -44,8 +44,11 @@ class GroupCoordinator:
         self._clock = clock
 
     def join_group(self, group_id: str, request: JoinRequest) -> GroupView:
+        same = (consumer_protocol.same_subscription if request.protocol_type == "consumer"
+                else group_state.same_bytes)
         return self._store.update_group(
-            group_id, lambda s: group_state.join(s, group_id, request, self._clock.time_ms())
+            group_id, lambda s: group_state.join(s, group_id, request, self._clock.time_ms(),
+                                                 same_subscription=same)
         )
 
     def sync_group(

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Callable, Mapping
 
 from logstore.backends.group_records import (
     COMPLETING_REBALANCE,
@@ -240,10 +240,27 @@ def _select_protocol(members: list[MemberRecord]) -> str:
 # --- steps ---------------------------------------------------------------------------------------
 
 
+Protocols = tuple[tuple[str, bytes], ...]
+
+
+def same_bytes(old: Protocols, new: Protocols) -> bool:
+    return old == new
+
+
 def join(
-    snapshot: GroupSnapshot, group_id: str, request: JoinRequest, now_ms: int
+    snapshot: GroupSnapshot,
+    group_id: str,
+    request: JoinRequest,
+    now_ms: int,
+    *,
+    same_subscription: Callable[[Protocols, Protocols], bool] = same_bytes,
 ) -> tuple[GroupUpdate, GroupView]:
-    """Add or refresh a member and move the group toward the next generation."""
+    """Add or refresh a member and move the group toward the next generation.
+
+    ``same_subscription`` decides whether a rejoining member's protocols differ in a way that
+    needs a rebalance (byte equality by default; the consumer protocol ignores the partitions
+    a member owns, which a restarted static member cannot know).
+    """
     if not request.protocols:
         raise InvalidArgumentError("a member must support at least one assignor")
     work = _Work.of(snapshot, group_id, now_ms)
@@ -282,7 +299,8 @@ def join(
             if group.leader_id == previous.member_id:
                 work.set_group(leader_id=member_id)
             work.put(member)
-            unchanged = previous.protocols == request.protocols and not request.rebalance
+            unchanged = same_subscription(previous.protocols, request.protocols) and (
+                not request.rebalance)
             if group.state == STABLE and previous.join_generation == group.generation and unchanged:
                 return _finish(work, request), work.view(member_id)
         else:
@@ -297,7 +315,8 @@ def join(
             )
             work.put(member)
     else:
-        unchanged = member.protocols == request.protocols and not request.rebalance
+        unchanged = same_subscription(member.protocols, request.protocols) and (
+            not request.rebalance)
         if (unchanged and member.join_generation == group.generation
                 and group.state in (COMPLETING_REBALANCE, STABLE)):
             work.put(replace(member, last_heartbeat_ms=now_ms))
