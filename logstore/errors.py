@@ -274,10 +274,11 @@ class ObjectStoreAccessError(ObjectStoreError):
     retriable = False
 
 
-__all__ += [  # noqa: PLE0605  (the object-store errors, appended after the list was built)
-    "ObjectStoreError",
+# The object-store errors are appended after __all__ was built above.
+__all__ += [
     "ObjectNotFoundError",
-    "PreconditionFailedError",
     "ObjectRangeError",
     "ObjectStoreAccessError",
+    "ObjectStoreError",
+    "PreconditionFailedError",
 ]

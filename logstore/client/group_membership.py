@@ -113,6 +113,7 @@ class GroupMembership:
         self._lost = False
         self._assigned_counts: dict[str, int] = {}
         self._last_poll = time.monotonic()
+        self._last_contact = time.monotonic()  # last successful join/sync/heartbeat
         self._closed = False
         self._thread = threading.Thread(
             target=self._heartbeat_loop, name=f"logstore-heartbeat-{options.client_id}", daemon=True
@@ -153,7 +154,13 @@ class GroupMembership:
     def ensure_active(self, deadline: float) -> bool:
         """Drive the rebalance until this member is stable or ``deadline`` (monotonic seconds)
         passes. Returns whether the member is stable (its assignment is current)."""
+        session_s = self.options.session_timeout_ms / 1000.0
         while not self._closed:
+            if self._phase == "stable" and time.monotonic() - self._last_contact > session_s:
+                # No word from the group for a whole session (this process was frozen, or the
+                # store unreachable): the group has expired us, so our partitions may already
+                # be another member's. Give them up before fetching anything.
+                self._flag(lost=True)
             with self._lock:
                 lost, self._lost = self._lost, False
                 rejoin = self._rejoin
@@ -217,6 +224,7 @@ class GroupMembership:
         except UnknownMemberIdError:
             self._reset_identity()
             return False
+        self._last_contact = time.monotonic()
         with self._lock:
             self.member_id = view.member_id
             self._view = view
@@ -249,6 +257,7 @@ class GroupMembership:
             with self._lock:
                 self._lost = bool(self.owned)
             return True
+        self._last_contact = time.monotonic()
         if view.assignment is None:
             return False
         self._apply(view)
@@ -312,8 +321,8 @@ class GroupMembership:
     def _heartbeat_loop(self) -> None:
         interval = self.options.heartbeat_interval_ms / 1000.0
         last_ok = time.monotonic()
-        while not self._wake.wait(interval) or not self._closed:
-            if self._closed:
+        while not self._closed:
+            if self._wake.wait(interval):  # set only by close()
                 return
             now = time.monotonic()
             with self._lock:
@@ -327,10 +336,10 @@ class GroupMembership:
                 continue
             try:
                 self._coordinator.heartbeat(self.options.group_id, member_id, generation)
-                last_ok = now
+                last_ok = self._last_contact = time.monotonic()
             except RebalanceInProgressError:
                 self._flag(rejoin="rebalance in progress")
-                last_ok = now
+                last_ok = self._last_contact = time.monotonic()
             except (UnknownMemberIdError, IllegalGenerationError, FencedInstanceIdError):
                 self._flag(lost=True)
             except LogstoreError:
@@ -347,7 +356,9 @@ class GroupMembership:
                 self._coordinator.leave_group(self.options.group_id, member_id)
             except LogstoreError:
                 pass  # the session timeout removes it anyway
-        self._flag(lost=True)
+        with self._lock:
+            self.member_id = ""  # left: the next poll rejoins as a new member
+            self._lost = True
 
     def _check_metadata(self) -> None:
         try:

@@ -77,6 +77,7 @@ class CooperativeStickyAssignor:
         topics_of = {m: frozenset(subscriptions[m].topics) & counts.keys() for m in members}
         owner, claimed = _resolve_owners(members, subscriptions)
 
+        # An owned partition stays put only while its owner may still have it.
         home = {
             tp: member_id
             for tp, member_id in owner.items()
@@ -87,6 +88,8 @@ class CooperativeStickyAssignor:
         plan.rebalance(move_kept=False)
         plan.rebalance(move_kept=True)
 
+        # Cooperative adjustment: a member gets a partition it does not own only if nobody
+        # lists it; otherwise whoever lists it must revoke it before the hand-over.
         return {
             member_id: [
                 tp
