@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from logstore.backends.metadata import MetadataStore
+    from logstore.backends.object_store import ObjectStore
 
 
 def open_metadata_store(
@@ -35,4 +36,13 @@ def open_metadata_store(
     )
 
 
-__all__ = ["open_metadata_store"]
+def open_object_store(url: str, **options: object) -> ObjectStore:
+    """Open the object store at ``url`` (``file:///path``, ``s3://bucket/prefix?...``,
+    ``memory://name``); see :mod:`logstore.backends.object_store`."""
+    # Imported on call: importing logstore.backends must not pull in boto3.
+    from logstore.backends.object_store import open_object_store as open_store
+
+    return open_store(url, **options)  # type: ignore[arg-type]
+
+
+__all__ = ["open_metadata_store", "open_object_store"]

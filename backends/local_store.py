@@ -28,8 +28,9 @@ import errno
 import os
 import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import NoReturn, Self
 
 from logstore.backends.object_store import (
     IncompleteUpload,
@@ -87,8 +88,7 @@ class LocalObjectStore:
             try:
                 try:
                     with open(tmp, "xb") as out:
-                        for chunk in iter_chunks(stream):
-                            out.write(chunk)
+                        out.writelines(iter_chunks(stream))
                         out.flush()
                         if self._fsync:
                             os.fsync(out.fileno())
@@ -203,7 +203,7 @@ class LocalObjectStore:
     def close(self) -> None:
         """Nothing to release."""
 
-    def __enter__(self) -> LocalObjectStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

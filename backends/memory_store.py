@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import builtins
 import copy
-import hashlib
 import random
 import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterator, Mapping, TypeVar
+from typing import ClassVar, Self, TypeVar
 
 from logstore.backends.object_store import (
     IncompleteUpload,
+    MiB,
     ObjectInfo,
     PutData,
     Retrier,
@@ -74,11 +75,14 @@ class MemoryStoreStats:
 
     ``calls`` counts every call per operation (failed ones too), ``failures`` the injected
     faults raised; the byte counts and ``puts`` count successful transfers only.
+    ``put_requests`` is what those puts would have cost in S3 PUT-class requests with the
+    store's multipart settings (for "PUTs per GB" figures).
     """
 
     calls: Mapping[str, int]
     failures: Mapping[str, int]
     puts: int
+    put_requests: int
     bytes_put: int
     bytes_got: int
     objects: int
@@ -133,7 +137,15 @@ class MemoryObjectStore:
         clock: Clock = SYSTEM_CLOCK,
         sleep: Sleep = time.sleep,
         retry: RetryPolicy | None = None,
+        multipart_threshold_bytes: int = 64 * MiB,
+        part_size_bytes: int = 64 * MiB,
     ) -> None:
+        """``multipart_threshold_bytes`` and ``part_size_bytes`` only shape ``put_requests``,
+        the number of PUT-class requests S3 would have needed (see :class:`MemoryStoreStats`)."""
+        if part_size_bytes < 1 or multipart_threshold_bytes < 0:
+            raise InvalidArgumentError("part_size_bytes must be >= 1, the threshold >= 0")
+        self._threshold = multipart_threshold_bytes
+        self._part_size = part_size_bytes
         self.url = f"memory://{name}"
         self._clock = clock
         self._sleep = sleep
@@ -144,7 +156,7 @@ class MemoryObjectStore:
         self._plan = _Plan()
         self._calls: Counter[str] = Counter()
         self._failures: Counter[str] = Counter()
-        self._puts = self._bytes_put = self._bytes_got = 0
+        self._puts = self._put_requests = self._bytes_put = self._bytes_got = 0
 
     # --- registry ---------------------------------------------------------------------------
 
@@ -182,6 +194,8 @@ class MemoryObjectStore:
         ``leave_incomplete_upload`` (puts only) the put fails and leaves an incomplete upload,
         as a writer killed mid-upload does."""
         _check_op(op)
+        if count < 0:
+            raise InvalidArgumentError(f"count must be >= 0, not {count}")
         if leave_incomplete_upload and op != "put":
             raise InvalidArgumentError("leave_incomplete_upload applies to put only")
         with self._lock:
@@ -229,6 +243,7 @@ class MemoryObjectStore:
                 calls=dict(self._calls),
                 failures=dict(self._failures),
                 puts=self._puts,
+                put_requests=self._put_requests,
                 bytes_put=self._bytes_put,
                 bytes_got=self._bytes_got,
                 objects=len(self._objects),
@@ -239,7 +254,7 @@ class MemoryObjectStore:
         with self._lock:
             self._calls.clear()
             self._failures.clear()
-            self._puts = self._bytes_put = self._bytes_got = 0
+            self._puts = self._put_requests = self._bytes_put = self._bytes_got = 0
 
     # --- the ObjectStore interface ----------------------------------------------------------
 
@@ -257,12 +272,14 @@ class MemoryObjectStore:
                 raise self._error(fault, "put", key)
             if fault is not None and not fault.after:
                 raise self._error(fault, "put", key)
-            info = ObjectInfo(key, len(body), hashlib.md5(body).hexdigest(), self._clock.time_ms())
+            # A random etag: hashing would slow benchmarks of large objects for no benefit.
+            info = ObjectInfo(key, len(body), uuid.uuid4().hex, self._clock.time_ms())
             with self._lock:
                 if if_none_match and key in self._objects:
                     raise PreconditionFailedError(f"{self.url}: object {key!r} already exists")
                 self._objects[key] = _Object(body, info)
                 self._puts += 1
+                self._put_requests += self._requests_for(len(body))
                 self._bytes_put += len(body)
             if fault is not None:
                 raise self._error(fault, "put", key)
@@ -357,7 +374,7 @@ class MemoryObjectStore:
     def close(self) -> None:
         """Nothing to release; the objects stay (see the module docstring)."""
 
-    def __enter__(self) -> MemoryObjectStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -373,6 +390,12 @@ class MemoryObjectStore:
             return attempt()
         return self._retrier.call(attempt, what=f"{self.url} {op} {key!r}")
 
+    def _requests_for(self, size: int) -> int:
+        """PutObject, or CreateMultipartUpload + one UploadPart per part + Complete."""
+        if size <= self._threshold:
+            return 1
+        return 2 + -(-size // self._part_size)
+
     def _enter(self, op: str, nbytes: int) -> _Fault | None:
         """Count the call, pick its fault (if any) and sleep its latency, outside the lock."""
         with self._lock:
@@ -382,9 +405,9 @@ class MemoryObjectStore:
             queue = plan.queued.get(op)
             if queue:
                 fault = queue.popleft()
-            elif op in plan.random_ops and plan.probability > 0:
-                if plan.rng.random() < plan.probability:
-                    fault = _Fault(plan.random_error)
+            elif plan.probability > 0 and op in plan.random_ops:
+                # Draw only for the targeted operations, so a seed replays the same faults.
+                fault = _Fault(plan.random_error) if plan.rng.random() < plan.probability else None
             latency = plan.latency.get(op)
             if fault is not None:
                 self._failures[op] += 1

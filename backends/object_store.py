@@ -43,9 +43,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, Protocol, TypeVar, Union, runtime_checkable
+from typing import Any, BinaryIO, Protocol, Self, TypeVar, Union, runtime_checkable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from logstore.clock import SYSTEM_CLOCK, Clock
@@ -79,7 +80,8 @@ class ObjectInfo:
     """What a store knows about one object.
 
     ``etag`` is opaque: it changes whenever the object is rewritten (S3's ETag without quotes,
-    a hash in memory, inode/mtime/size for files). ``last_modified_ms`` is the store's clock.
+    a random token in memory, inode/mtime/size for files). ``last_modified_ms`` is on the
+    store's clock.
     """
 
     key: str
@@ -148,7 +150,8 @@ class ObjectStore(Protocol):
         ...
 
     def list_incomplete_uploads(self, prefix: str = "") -> Iterator[IncompleteUpload]:
-        """Uploads under ``prefix`` that were started and not completed or aborted."""
+        """Uploads under ``prefix`` that were started and not completed or aborted, in no
+        guaranteed order (stores differ)."""
         ...
 
     def abort_upload(self, upload: IncompleteUpload) -> None:
@@ -159,7 +162,7 @@ class ObjectStore(Protocol):
         """Release connections. Idempotent."""
         ...
 
-    def __enter__(self) -> ObjectStore: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
 
@@ -192,9 +195,7 @@ def validate_key(key: object) -> str:
         raise InvalidArgumentError(f"object key {key!r} must not start with '/'")
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
-            raise InvalidArgumentError(
-                f"object key {key!r} has an empty, '.' or '..' segment"
-            )
+            raise InvalidArgumentError(f"object key {key!r} has an empty, '.' or '..' segment")
     return key
 
 
@@ -370,8 +371,9 @@ class Retrier:
                 ):
                     exc.add_note(f"{what}: gave up after {attempt} attempts, {elapsed_ms:.0f} ms")
                     raise
-                _log.debug("%s failed (attempt %d), retrying in %.0f ms: %s",
-                           what, attempt, delay_ms, exc)
+                _log.debug(
+                    "%s failed (attempt %d), retrying in %.0f ms: %s", what, attempt, delay_ms, exc
+                )
                 self._sleep(delay_ms / 1000.0)
                 attempt += 1
 
@@ -388,8 +390,8 @@ _S3_FLOAT_OPTIONS = ("connect_timeout_s", "read_timeout_s")
 _S3_STR_OPTIONS = ("endpoint_url", "region", "profile", "addressing_style")
 
 
-def _s3_options(url: str, query: str) -> dict[str, object]:
-    options: dict[str, object] = {}
+def _s3_options(url: str, query: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
     for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if name in options:
             raise _url_error(url, f"option {name!r} is given twice")
@@ -433,7 +435,7 @@ def open_object_store(
             raise _url_error(url, "expected file:///absolute/path")
         if parts.query:
             raise _url_error(url, "file:// URLs take no options")
-        return LocalObjectStore(unquote(parts.path), clock=clock)
+        return LocalObjectStore(unquote(parts.path))
     if scheme == "memory":
         from logstore.backends.memory_store import MemoryObjectStore
 
@@ -458,8 +460,16 @@ def open_object_store(
         max_attempts = options.pop("max_attempts", None)
         retry = DEFAULT_RETRY_POLICY
         if isinstance(max_attempts, int):
-            retry = RetryPolicy(max_attempts=max_attempts)
-        return S3ObjectStore(parts.netloc, prefix, retry=retry, clock=clock, sleep=sleep, **options)
+            try:
+                retry = RetryPolicy(max_attempts=max_attempts)
+            except InvalidArgumentError as exc:
+                raise _url_error(url, str(exc)) from None
+        try:
+            return S3ObjectStore(
+                parts.netloc, prefix, retry=retry, clock=clock, sleep=sleep, **options
+            )
+        except InvalidArgumentError as exc:
+            raise _url_error(url, str(exc)) from None
     raise _url_error(url, "the scheme must be file://, s3:// or memory://")
 
 

@@ -1,11 +1,12 @@
-"""The S3 object store through boto3 (``s3://bucket/prefix?endpoint_url=...&region=...``).
+"""The S3 object store (``s3://bucket/prefix?endpoint_url=...&region=...``), through botocore.
 
 Works with AWS S3 and S3-compatible stores (MinIO, R2, Ceph, moto); credentials come from
 boto3's usual chain. The object ``k`` is stored under the S3 key ``<prefix>/k`` (the prefix,
 when given, always ends with ``/``), so ``list`` returns keys relative to the prefix.
 
-This module is the boundary to boto3/botocore: nothing of theirs leaves it. Every failure is
-translated (:func:`_translate`) into :mod:`logstore.errors`:
+The client is botocore's (boto3's engine; boto3 adds only transfer helpers, not used here).
+This module is the boundary to it: every failure is translated (:func:`_translate`) into
+:mod:`logstore.errors`, nothing of botocore's leaves it:
 
 * ObjectNotFoundError: NoSuchKey, 404 (``head`` answers None instead).
 * PreconditionFailedError: 412 from ``If-None-Match: *``.
@@ -35,18 +36,21 @@ Thread-safety: boto3 clients are thread-safe; one client serves every thread.
 from __future__ import annotations
 
 import builtins
+import random
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, TypeVar
+from typing import Any, BinaryIO, Self
 
-import boto3
+import botocore.session
 import urllib3.exceptions
-from boto3.exceptions import Boto3Error
 from botocore import exceptions as bce
+from botocore import xform_name
 from botocore.config import Config
 
 from logstore.backends.object_store import (
@@ -78,8 +82,6 @@ from logstore.errors import (
     PreconditionFailedError,
 )
 
-T = TypeVar("T")
-
 DEFAULT_PART_SIZE_BYTES = 64 * MiB
 MIN_PART_SIZE_BYTES = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000  # S3's maximum number of parts
@@ -106,14 +108,16 @@ _ACCESS_HINTS: Mapping[str, str] = {
     "Forbidden": "access denied: check the credentials and their permissions",
     "301": "the bucket is in another region: set region= in the URL",
 }
-# Answers meaning the request was not carried out, so repeating it cannot apply it twice.
-_THROTTLE_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded",
-     "ServiceUnavailable", "503"}
+_WRONG_ENDPOINT = "no bucket there: check the bucket name and endpoint_url"
+# Retriable answers meaning the request was not carried out (throttling; a 409 because a
+# concurrent conditional write to the key is in progress), so it cannot have taken effect.
+_NOT_APPLIED_CODES = frozenset(
+    "SlowDown Throttling ThrottlingException TooManyRequests RequestLimitExceeded "
+    "ServiceUnavailable 503 ConditionalRequestConflict OperationAborted".split()
 )
+# Retriable answers after which the request may or may not have been carried out.
 _RETRIABLE_CODES = frozenset(
-    {"InternalError", "RequestTimeout", "RequestTimeoutException", "ConditionalRequestConflict",
-     "OperationAborted", "BadDigest", "IncompleteBody"}
+    "InternalError RequestTimeout RequestTimeoutException BadDigest IncompleteBody".split()
 )
 _CREDENTIAL_ERRORS = (
     bce.NoCredentialsError,
@@ -134,20 +138,41 @@ _TRANSIENT_ERRORS = (
     urllib3.exceptions.HTTPError,
     OSError,
 )
-# What the boundary catches: everything boto3/botocore/urllib3 raise, and socket errors.
-_FOREIGN_ERRORS = (bce.ClientError, bce.BotoCoreError, Boto3Error, urllib3.exceptions.HTTPError,
-                   OSError)
+# What the boundary catches: everything botocore/urllib3 raise, and socket errors.
+_FOREIGN_ERRORS = (bce.ClientError, bce.BotoCoreError, urllib3.exceptions.HTTPError, OSError)
+
+# Loading botocore's service models costs ~0.1 s per session; every store shares one loader
+# (the models are immutable), while each store keeps its own session and credential chain.
+_loader_lock = threading.Lock()
+_shared_loader: Any = None
 
 
-def _translate(exc: BaseException, where: str) -> tuple[LogstoreError, bool]:
-    """The logstore error for a boto3/botocore failure, and whether the request may have been
-    carried out by S3 (so a retried conditional write may meet its own earlier success)."""
+def _create_client(
+    profile: str | None, endpoint_url: str | None, region: str | None, config: Config
+) -> Any:
+    global _shared_loader
+    with _loader_lock:  # botocore sessions are not thread-safe while clients are created
+        session = botocore.session.Session(profile=profile)
+        if _shared_loader is None:
+            _shared_loader = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", _shared_loader)
+        return session.create_client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+
+
+def _translate(exc: BaseException, operation: str, where: str) -> tuple[LogstoreError, bool]:
+    """The logstore error for a botocore failure of ``operation``, and whether the request may
+    have been carried out by S3 (so a retried conditional write may meet its own success)."""
     if isinstance(exc, bce.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or "")
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         text = f"{where}: {code or status}: {error.get('Message') or 'no message'}"
-        if code in _NOT_FOUND_CODES:
+        if code in _NOT_FOUND_CODES or (status == 404 and code not in _ACCESS_HINTS):
+            if operation.startswith("List"):  # no object involved: the bucket or endpoint
+                return ObjectStoreAccessError(f"{text} ({_WRONG_ENDPOINT})"), False
             return ObjectNotFoundError(text), False
         if code in _PRECONDITION_CODES or status == 412:
             return PreconditionFailedError(text), False
@@ -156,7 +181,7 @@ def _translate(exc: BaseException, where: str) -> tuple[LogstoreError, bool]:
         hint = _ACCESS_HINTS.get(code) or _ACCESS_HINTS.get(str(status))
         if hint is not None:
             return ObjectStoreAccessError(f"{text} ({hint})"), False
-        if code in _THROTTLE_CODES or status in (429, 503):
+        if code in _NOT_APPLIED_CODES or status in (429, 503):
             return ObjectStoreError(text, retriable=True), False
         if code in _RETRIABLE_CODES or status >= 500:
             return ObjectStoreError(text, retriable=True), True
@@ -217,16 +242,18 @@ class S3ObjectStore:
         max_pool_connections: int = 16,
         clock: Clock = SYSTEM_CLOCK,
         sleep: Sleep = time.sleep,
-        rng: Any = None,
+        rng: random.Random | None = None,
         client: Any = None,
     ) -> None:
-        """``client`` replaces the boto3 client built from the other options (tests)."""
+        """``client`` replaces the botocore client built from the other options (tests)."""
         if not bucket or "/" in bucket:
             raise InvalidArgumentError(f"invalid bucket name {bucket!r}")
         prefix = prefix.strip("/")
         self._prefix = validate_prefix(f"{prefix}/" if prefix else "")
         if not MIN_PART_SIZE_BYTES <= part_size_bytes <= MAX_SINGLE_PUT_BYTES:
-            raise InvalidArgumentError(f"part_size_bytes must be in [5 MiB, 5 GiB]: {part_size_bytes}")
+            raise InvalidArgumentError(
+                f"part_size_bytes must be in [5 MiB, 5 GiB]: {part_size_bytes}"
+            )
         if not 0 <= multipart_threshold_bytes <= MAX_SINGLE_PUT_BYTES:
             raise InvalidArgumentError("multipart_threshold_bytes must be in [0, 5 GiB]")
         if not 1 <= list_page_size <= 1000:
@@ -234,9 +261,9 @@ class S3ObjectStore:
         if addressing_style not in (None, "auto", "path", "virtual"):
             raise InvalidArgumentError("addressing_style must be auto, path or virtual")
         self.bucket = bucket
-        self.url = f"s3://{bucket}/{self._prefix}" + (
-            f"?endpoint_url={endpoint_url}" if endpoint_url else ""
-        )
+        self.url = f"s3://{bucket}/{self._prefix}"
+        if endpoint_url:
+            self.url += f"?endpoint_url={endpoint_url}"
         self._threshold = multipart_threshold_bytes
         self._part_size = part_size_bytes
         self._page_size = list_page_size
@@ -256,10 +283,7 @@ class S3ObjectStore:
             user_agent_extra="logstore",
         )
         try:
-            session = boto3.session.Session(profile_name=profile)
-            self._client = session.client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=config
-            )
+            self._client = _create_client(profile, endpoint_url, region, config)
         except (*_FOREIGN_ERRORS, ValueError) as exc:
             raise ObjectStoreAccessError(f"{self.url}: cannot create an S3 client: {exc}") from None
 
@@ -270,7 +294,7 @@ class S3ObjectStore:
         with open_put_source(data) as stream:
             head = read_up_to(stream, self._threshold + 1)
             if len(head) <= self._threshold:
-                return self._put_single(key, full, head, if_none_match, self._retrier.policy)
+                return self._put_single(key, full, head, if_none_match)
             return self._put_multipart(key, full, head, stream, if_none_match)
 
     def get(self, key: str, *, start: int = 0, end: int | None = None) -> bytes:
@@ -278,120 +302,79 @@ class S3ObjectStore:
         validate_range(start, end)
         if end == start:
             return self._empty_read(key, start)
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        params: dict[str, Any] = {"Key": full}
         if start or end is not None:
             params["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-
-        def get_object() -> bytes:
-            body = self._client.get_object(**params)["Body"]
-            try:
-                return bytes(body.read())
-            finally:
-                body.close()
-
         try:
-            return self._retried("GetObject", key, get_object)
+            # The body is read inside the attempt: a connection dropped mid-body is retried.
+            return self._request("GetObject", key, read_body=True, **params)
         except ObjectRangeError:
             # S3 answers 416 for a start at or past the end; the contract wants b"" at the end.
             return self._empty_read(key, start)
 
     def head(self, key: str) -> ObjectInfo | None:
-        full = self._full_key(key)
         try:
-            response = self._retried(
-                "HeadObject", key, lambda: self._client.head_object(Bucket=self.bucket, Key=full)
-            )
+            answer = self._request("HeadObject", key, Key=self._full_key(key))
         except ObjectNotFoundError:
             return None
-        return ObjectInfo(
-            key, int(response["ContentLength"]), _etag(response), _millis(response["LastModified"])
-        )
+        size, modified = int(answer["ContentLength"]), _millis(answer["LastModified"])
+        return ObjectInfo(key, size, _etag(answer), modified)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        params = {"Bucket": self.bucket, "Prefix": self._prefix + validate_prefix(prefix),
-                  "MaxKeys": self._page_size}
+        params = {"Prefix": self._prefix + validate_prefix(prefix), "MaxKeys": self._page_size}
+        pages = self._pages(
+            "ListObjectsV2",
+            prefix,
+            params,
+            lambda p: {"ContinuationToken": p["NextContinuationToken"]},
+        )
         cut = len(self._prefix)
-
-        def page(token: str | None) -> dict[str, Any]:
-            extra = {"ContinuationToken": token} if token else {}
-            return self._retried(
-                "ListObjectsV2", prefix, lambda: self._client.list_objects_v2(**params, **extra)
+        return (
+            ObjectInfo(
+                item["Key"][cut:], int(item["Size"]), _etag(item), _millis(item["LastModified"])
             )
-
-        def items(first: dict[str, Any]) -> Iterator[ObjectInfo]:
-            current = first
-            while True:
-                for item in current.get("Contents", ()):
-                    yield ObjectInfo(item["Key"][cut:], int(item["Size"]), _etag(item),
-                                     _millis(item["LastModified"]))
-                if not current.get("IsTruncated"):
-                    return
-                current = page(current["NextContinuationToken"])
-
-        return items(page(None))  # the first page now: a missing bucket fails here
+            for page in pages
+            for item in page.get("Contents", ())
+        )
 
     def delete(self, key: str) -> None:
-        full = self._full_key(key)
         try:
-            self._retried(
-                "DeleteObject", key, lambda: self._client.delete_object(Bucket=self.bucket, Key=full)
-            )
+            self._request("DeleteObject", key, Key=self._full_key(key))
         except ObjectNotFoundError:
             pass  # S3 answers 204 for a missing key; some compatible stores say NoSuchKey
 
     def check(self, *, write: bool = True) -> None:
-        self._attempt(
-            "ListObjectsV2", "",
-            lambda: self._client.list_objects_v2(Bucket=self.bucket, Prefix=self._prefix, MaxKeys=1),
-        )
+        # One attempt per request: a prompt answer matters more here than riding out a blip.
+        self._request("ListObjectsV2", "", policy=NO_RETRIES, Prefix=self._prefix, MaxKeys=1)
         if not write:
             return
         key = f"_logstore_check/{uuid.uuid4().hex}"
         full = self._full_key(key)
-        self._put_single(key, full, b"logstore check", False, NO_RETRIES)
+        self._put_single(key, full, b"logstore check", False, policy=NO_RETRIES)
         try:
-            self._attempt(
-                "GetObject", key,
-                lambda: self._client.get_object(Bucket=self.bucket, Key=full)["Body"].read(),
-            )
+            self._request("GetObject", key, policy=NO_RETRIES, read_body=True, Key=full)
         finally:
-            self._attempt(
-                "DeleteObject", key, lambda: self._client.delete_object(Bucket=self.bucket, Key=full)
-            )
+            self._request("DeleteObject", key, policy=NO_RETRIES, Key=full)
 
     def list_incomplete_uploads(self, prefix: str = "") -> Iterator[IncompleteUpload]:
-        params = {"Bucket": self.bucket, "Prefix": self._prefix + validate_prefix(prefix),
-                  "MaxUploads": self._page_size}
+        params = {"Prefix": self._prefix + validate_prefix(prefix), "MaxUploads": self._page_size}
+        pages = self._pages(
+            "ListMultipartUploads",
+            prefix,
+            params,
+            lambda p: {"KeyMarker": p["NextKeyMarker"], "UploadIdMarker": p["NextUploadIdMarker"]},
+        )
         cut = len(self._prefix)
-
-        def page(markers: dict[str, str]) -> dict[str, Any]:
-            return self._retried(
-                "ListMultipartUploads", prefix,
-                lambda: self._client.list_multipart_uploads(**params, **markers),
-            )
-
-        def items(first: dict[str, Any]) -> Iterator[IncompleteUpload]:
-            current = first
-            while True:
-                for item in current.get("Uploads", ()):
-                    yield IncompleteUpload(item["Key"][cut:], item["UploadId"],
-                                           _millis(item["Initiated"]))
-                if not current.get("IsTruncated"):
-                    return
-                current = page({"KeyMarker": current["NextKeyMarker"],
-                                "UploadIdMarker": current["NextUploadIdMarker"]})
-
-        return items(page({}))
+        return (
+            IncompleteUpload(item["Key"][cut:], item["UploadId"], _millis(item["Initiated"]))
+            for page in pages
+            for item in page.get("Uploads", ())
+        )
 
     def abort_upload(self, upload: IncompleteUpload) -> None:
         full = self._full_key(upload.key)
         try:
-            self._retried(
-                "AbortMultipartUpload", upload.key,
-                lambda: self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=full, UploadId=upload.upload_id
-                ),
-            )
+            self._request("AbortMultipartUpload", upload.key, Key=full, UploadId=upload.upload_id)
         except ObjectNotFoundError:
             pass  # completed or aborted already
 
@@ -405,7 +388,7 @@ class S3ObjectStore:
         with self._counts_lock:
             return dict(self._counts)
 
-    def __enter__(self) -> S3ObjectStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -417,25 +400,23 @@ class S3ObjectStore:
     # --- puts -------------------------------------------------------------------------------
 
     def _put_single(
-        self, key: str, full: str, body: bytes, if_none_match: bool, policy: RetryPolicy
+        self,
+        key: str,
+        full: str,
+        body: bytes,
+        if_none_match: bool,
+        *,
+        policy: RetryPolicy | None = None,
     ) -> ObjectInfo:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "Body": body}
-        if if_none_match:
-            params["IfNoneMatch"] = "*"
-        response = self._conditional(
-            "PutObject", key, lambda: self._client.put_object(**params), policy=policy
-        )
-        return ObjectInfo(key, len(body), _etag(response), self._server_time_ms(response))
+        condition = {"IfNoneMatch": "*"} if if_none_match else {}
+        answer = self._conditional("PutObject", key, policy, Key=full, Body=body, **condition)
+        return ObjectInfo(key, len(body), _etag(answer), self._server_time_ms(answer))
 
     def _put_multipart(
         self, key: str, full: str, head: bytes, stream: BinaryIO, if_none_match: bool
     ) -> ObjectInfo:
-        created = self._retried(
-            "CreateMultipartUpload", key,
-            lambda: self._client.create_multipart_upload(Bucket=self.bucket, Key=full),
-        )
-        upload_id = created["UploadId"]
-        ids = {"Bucket": self.bucket, "Key": full, "UploadId": upload_id}
+        upload_id = self._request("CreateMultipartUpload", key, Key=full)["UploadId"]
+        ids = {"Key": full, "UploadId": upload_id}
         try:
             parts: builtins.list[dict[str, Any]] = []
             total = 0
@@ -444,33 +425,35 @@ class S3ObjectStore:
                     raise InvalidArgumentError(
                         f"put {key!r}: more than {MAX_PARTS} parts; raise part_size_bytes"
                     )
-                response = self._retried(
-                    "UploadPart", key,
-                    lambda: self._client.upload_part(**ids, PartNumber=number, Body=chunk),
-                )
-                parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                answer = self._request("UploadPart", key, PartNumber=number, Body=chunk, **ids)
+                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
                 total += len(chunk)
-            params: dict[str, Any] = {**ids, "MultipartUpload": {"Parts": parts}}
-            if if_none_match:
-                params["IfNoneMatch"] = "*"
-            response = self._conditional(
-                "CompleteMultipartUpload", key,
-                lambda: self._client.complete_multipart_upload(**params),
+            condition = {"IfNoneMatch": "*"} if if_none_match else {}
+            answer = self._conditional(
+                "CompleteMultipartUpload",
+                key,
+                None,
                 expected_size=total,
+                MultipartUpload={"Parts": parts},
+                **ids,
+                **condition,
             )
-            return ObjectInfo(key, total, _etag(response), self._server_time_ms(response))
+            return ObjectInfo(key, total, _etag(answer), self._server_time_ms(answer))
         except BaseException:
-            self._abort_quietly(key, ids)
+            try:
+                self._request("AbortMultipartUpload", key, policy=_ABORT_POLICY, **ids)
+            except LogstoreError:
+                pass  # the cleaner's abort_stale_uploads removes what is left
             raise
 
     def _conditional(
         self,
         operation: str,
         key: str,
-        call: Callable[[], Any],
+        policy: RetryPolicy | None,
         *,
-        policy: RetryPolicy | None = None,
         expected_size: int | None = None,
+        **params: Any,
     ) -> Any:
         """A write retried so that its own earlier success is recognised where possible."""
         maybe_applied = False
@@ -478,12 +461,15 @@ class S3ObjectStore:
         def attempt() -> Any:
             nonlocal maybe_applied
             try:
-                return self._attempt(operation, key, call)
+                return self._attempt(operation, key, params, read_body=False)
             except PreconditionFailedError as exc:
                 if maybe_applied:
                     raise PreconditionFailedError(str(exc), maybe_own_write=True) from None
                 raise
-            except ObjectNotFoundError as exc:  # NoSuchUpload: completed by our lost attempt?
+            except ObjectNotFoundError as exc:
+                if expected_size is None:
+                    raise
+                # NoSuchUpload: completed by our own attempt whose answer was lost?
                 info = self.head(key) if maybe_applied else None
                 if info is not None and info.size_bytes == expected_size:
                     return {"ETag": info.etag}
@@ -494,15 +480,6 @@ class S3ObjectStore:
 
         return self._retrier.call(attempt, what=f"{self.url} {operation} {key!r}", policy=policy)
 
-    def _abort_quietly(self, key: str, ids: dict[str, Any]) -> None:
-        try:
-            self._retried(
-                "AbortMultipartUpload", key,
-                lambda: self._client.abort_multipart_upload(**ids), policy=_ABORT_POLICY,
-            )
-        except LogstoreError:
-            pass  # the cleaner's abort_stale_uploads removes what is left
-
     # --- requests ---------------------------------------------------------------------------
 
     def _full_key(self, key: str) -> str:
@@ -511,25 +488,56 @@ class S3ObjectStore:
             raise InvalidArgumentError(f"object key {key!r} is too long with the prefix")
         return full
 
-    def _attempt(self, operation: str, key: str, call: Callable[[], T]) -> T:
-        """One request: counted, and every foreign exception translated."""
+    def _attempt(self, operation: str, key: str, params: dict[str, Any], *, read_body: bool) -> Any:
+        """One request (``operation`` names the client method, e.g. HeadObject: head_object):
+        counted, and every foreign exception translated. With ``read_body``, the body's bytes."""
         with self._counts_lock:
             self._counts[operation] += 1
         try:
-            return call()
+            answer = getattr(self._client, xform_name(operation))(Bucket=self.bucket, **params)
+            if not read_body:
+                return answer
+            with closing(answer["Body"]) as body:
+                return bytes(body.read())
         except _FOREIGN_ERRORS as exc:
-            error, maybe_applied = _translate(exc, f"{self.url}: {operation} {key!r}")
+            error, maybe_applied = _translate(exc, operation, f"{self.url}: {operation} {key!r}")
             error.maybe_applied = maybe_applied  # type: ignore[attr-defined]
             raise error from exc
 
-    def _retried(
-        self, operation: str, key: str, call: Callable[[], T], *, policy: RetryPolicy | None = None
-    ) -> T:
+    def _request(
+        self,
+        operation: str,
+        key: str,
+        *,
+        policy: RetryPolicy | None = None,
+        read_body: bool = False,
+        **params: Any,
+    ) -> Any:
+        """``_attempt`` under the retry policy (the store's, unless ``policy`` is given)."""
         return self._retrier.call(
-            lambda: self._attempt(operation, key, call),
+            lambda: self._attempt(operation, key, params, read_body=read_body),
             what=f"{self.url} {operation} {key!r}",
             policy=policy,
         )
+
+    def _pages(
+        self,
+        operation: str,
+        prefix: str,
+        params: dict[str, Any],
+        next_markers: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> Iterator[dict[str, Any]]:
+        """The answers of a paginated listing. The first page is fetched now, so that a
+        missing bucket fails the call itself; later pages while iterating."""
+
+        def follow(page: dict[str, Any]) -> Iterator[dict[str, Any]]:
+            while True:
+                yield page
+                if not page.get("IsTruncated"):
+                    return
+                page = self._request(operation, prefix, **params, **next_markers(page))
+
+        return follow(self._request(operation, prefix, **params))
 
     def _empty_read(self, key: str, start: int) -> bytes:
         info = self.head(key)
@@ -538,9 +546,9 @@ class S3ObjectStore:
         clamp_range(key, info.size_bytes, start, start)
         return b""
 
-    def _server_time_ms(self, response: Mapping[str, Any]) -> int:
+    def _server_time_ms(self, answer: Mapping[str, Any]) -> int:
         """The answer's Date header: the store's clock, as ``last_modified_ms`` elsewhere."""
-        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
         try:
             return _millis(parsedate_to_datetime(date))
         except (TypeError, ValueError):

@@ -224,7 +224,6 @@ class InvalidArgumentError(LogstoreError, ValueError):
     error_code = 42  # INVALID_REQUEST
 
 
-__all__ = [name for name in dir() if name.endswith("Error")]
 
 
 # --- object stores -----------------------------------------------------------------------------
@@ -274,11 +273,4 @@ class ObjectStoreAccessError(ObjectStoreError):
     retriable = False
 
 
-# The object-store errors are appended after __all__ was built above.
-__all__ += [
-    "ObjectNotFoundError",
-    "ObjectRangeError",
-    "ObjectStoreAccessError",
-    "ObjectStoreError",
-    "PreconditionFailedError",
-]
+__all__ = [name for name in dir() if name.endswith("Error")]

@@ -97,27 +97,40 @@ def fake_sleep(recorded_sleeps: list[float]) -> Callable[[float], None]:
     return recorded_sleeps.append
 
 
-@pytest.fixture
-def s3_mock_bucket(aws_credentials: None) -> Iterator[str]:
-    """A fresh bucket in moto's in-process mock (active for the whole test)."""
+@pytest.fixture(scope="session")
+def s3_admin_client(aws_credentials: None) -> Any:
+    """A boto3 client for moto's in-process mock (made once because creating clients is slow;
+    the mock intercepts clients made before it starts, if moto was imported first)."""
     import boto3
+    import moto  # noqa: F401  (registers moto's request hook with botocore)
+
+    return boto3.client("s3", region_name=S3_REGION)
+
+
+@pytest.fixture(scope="session")
+def s3_http_admin_client(moto_server: str) -> Any:
+    """A boto3 client for the moto server."""
+    import boto3
+
+    return boto3.client("s3", region_name=S3_REGION, endpoint_url=moto_server)
+
+
+@pytest.fixture
+def s3_mock_bucket(s3_admin_client: Any) -> Iterator[str]:
+    """A fresh bucket in moto's in-process mock (active for the whole test)."""
     from moto import mock_aws
 
     with mock_aws():
         bucket = fresh_bucket_name()
-        boto3.client("s3", region_name=S3_REGION).create_bucket(Bucket=bucket)
+        s3_admin_client.create_bucket(Bucket=bucket)
         yield bucket
 
 
 @pytest.fixture
-def s3_http_bucket(moto_server: str) -> str:
+def s3_http_bucket(s3_http_admin_client: Any) -> str:
     """A fresh bucket on the moto server."""
-    import boto3
-
-    client = boto3.client("s3", region_name=S3_REGION, endpoint_url=moto_server)
     bucket = fresh_bucket_name()
-    client.create_bucket(Bucket=bucket)
-    client.close()
+    s3_http_admin_client.create_bucket(Bucket=bucket)
     return bucket
 
 

@@ -89,7 +89,9 @@ def test_empty_object(object_store: ObjectStore) -> None:
         (10, 20, b""),
     ],
 )
-def test_ranged_get(object_store: ObjectStore, start: int, end: int | None, expected: bytes) -> None:
+def test_ranged_get(
+    object_store: ObjectStore, start: int, end: int | None, expected: bytes
+) -> None:
     object_store.put("r", TEN)
 
     assert object_store.get("r", start=start, end=end) == expected
@@ -237,8 +239,9 @@ def test_large_streamed_put_round_trips(
     assert head is not None and head.size_bytes == len(data)
     assert object_store.get(SEGMENT_KEY) == data
     boundary = 5 * 1024 * 1024
-    assert object_store.get(SEGMENT_KEY, start=boundary - 5, end=boundary + 5) == (
-        data[boundary - 5 : boundary + 5]
+    assert (
+        object_store.get(SEGMENT_KEY, start=boundary - 5, end=boundary + 5)
+        == (data[boundary - 5 : boundary + 5])
     )
     assert object_store.get(SEGMENT_KEY, start=len(data) - 2) == data[-2:]
     assert list(object_store.list_incomplete_uploads()) == []
@@ -330,7 +333,8 @@ def test_invalid_keys_are_rejected_everywhere(object_store: ObjectStore, key: An
 
 
 @pytest.mark.parametrize(
-    "key", ["a", "x" * 200, "spaces and ü ñ/€.log", "a-b_c.d~e+f=g,h;i@j", ".hidden/..dots", "a/..b"]
+    "key",
+    ["a", "x" * 200, "spaces and ü ñ/€.log", "a-b_c.d~e+f=g,h;i@j", ".hidden/..dots", "a/..b"],
 )
 def test_unusual_valid_keys(object_store: ObjectStore, key: str) -> None:
     object_store.put(key, key.encode())
