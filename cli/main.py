@@ -31,6 +31,7 @@ import logstore
 from logstore.cli.db import db
 from logstore.cli.demo import demo
 from logstore.cli.dump import dump
+from logstore.cli.groups import groups
 from logstore.cli.maintenance import maintenance
 from logstore.cli.output import example, one_line
 from logstore.cli.produce import produce
@@ -183,7 +184,7 @@ def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for _command in (topics, produce, tail, dump, demo, db, maintenance):
+for _command in (topics, groups, produce, tail, dump, demo, db, maintenance):
     cli.add_command(_command)
 
 

@@ -132,6 +132,21 @@ def parse_since(text: str, now_ms: int) -> int:
     return max(0, int(moment.timestamp() * 1000))
 
 
+def parse_iso_time(text: str, option: str) -> int:
+    """An ISO-8601 date or date/time as epoch milliseconds, read as ``--since`` reads one
+    (local time unless it has a UTC offset or ``Z``); errors name ``option``."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(
+            f"invalid {option} {text!r}: use an ISO-8601 time such as 2024-05-01T12:00:00Z "
+            "(local time unless it has an offset or Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # naive: the user's local time
+    return max(0, int(moment.timestamp() * 1000))
+
+
 # --- formatting ----------------------------------------------------------------------------------
 
 
@@ -159,6 +174,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in cells
     )
+
+
+def dash(value: object) -> str:
+    """A table cell: ``-`` for a missing value (None), as kafka-consumer-groups prints."""
+    return "-" if value is None else str(value)
 
 
 def to_json(value: object) -> str:

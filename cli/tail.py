@@ -5,10 +5,19 @@ watermark then), so the command always terminates, however fast producers append
 ``--follow`` it keeps polling; SIGINT and SIGTERM end it cleanly with exit code 0. A signal
 never cuts a record in half: records are written one poll at a time, and a signal is acted on
 between polls.
+
+With ``--group`` the command consumes as a member of a consumer group (see
+:func:`consume_group`): the group assigns the partitions, reading starts at the group's
+committed offsets, and what was printed is committed after every poll (explicitly, not by
+auto-commit, which would also commit records read but not printed: past ``--max-messages`` or
+past the end offsets). Signals are acted on between polls in both modes, so the consumer
+always closes and leaves the group; a bounded read stopped that way says ``aborted`` and exits
+with 128 + the signal number (130 for Ctrl-C), as the shell reports a killed command.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass
 from types import FrameType
@@ -26,7 +35,8 @@ from logstore.cli.output import (
     to_json,
 )
 from logstore.client.consumer import Consumer
-from logstore.types import ConsumerRecord, TopicPartition
+from logstore.errors import CommitFailedError, LogstoreError
+from logstore.types import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 if TYPE_CHECKING:
     from logstore import Log
@@ -144,10 +154,12 @@ class _Stopper:
 
     def __init__(self) -> None:
         self.stopped = False
+        self.signum: int | None = None  # the signal that stopped the loop
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.stopped = True
+        self.signum = signum
 
     def __enter__(self) -> _Stopper:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -178,6 +190,144 @@ def follow_spans(consumer: Consumer, spans: Sequence[Span], printer: RecordPrint
             printed += len(records)
 
 
+class GroupProgress:
+    """The rebalance listener of ``tail --group``, and what the command has committed.
+
+    ``assigned`` is True while the member holds a current assignment (from
+    ``on_partitions_assigned`` to the next revocation): only then do empty polls mean that
+    there is nothing to read. ``committed`` holds, per owned partition, the offset this command
+    last committed, so a poll commits only partitions that moved (each commit is a metadata
+    store transaction). Partitions that arrive are forgotten, so their start position is
+    committed once: a group that starts at the log end then remembers where it started.
+    """
+
+    def __init__(self) -> None:
+        self.assigned = False
+        self.committed: dict[TopicPartition, int] = {}
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Nothing to commit here: every printed record was committed right after its poll.
+        self.assigned = False
+        for tp in revoked:
+            self.committed.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = True
+        for tp in assigned:
+            self.committed.pop(tp, None)
+
+
+def _before_ends(consumer: Consumer, records: Sequence[ConsumerRecord],
+                 ends: dict[TopicPartition, int]) -> list[ConsumerRecord]:
+    """``records`` below their partition's end offset; a partition with records at or past it
+    is moved back to the first of them (so its position, which is committed, counts only
+    printed records) and paused."""
+    kept = []
+    cut: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        if tp in cut:
+            continue
+        if record.offset < ends.get(tp, 0):
+            kept.append(record)
+        else:
+            cut[tp] = record.offset
+    for tp, offset in cut.items():
+        consumer.seek(tp, offset)
+        consumer.pause(tp)
+    return kept
+
+
+def _caught_up(consumer: Consumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether every assigned partition reached its end offset (those that did are paused)."""
+    done = True
+    for tp in consumer.assignment():
+        if consumer.position(tp) < ends.get(tp, 0):
+            done = False
+        else:
+            consumer.pause(tp)
+    return done
+
+
+def _commit_positions(consumer: Consumer, progress: GroupProgress, group_id: str) -> None:
+    """Commit the position of every assigned partition that moved: the offset after its last
+    printed record (poll is limited to the records that will be printed, and records past the
+    end were sought back over), or, for a partition with nothing printed yet, where it starts."""
+    moved = {}
+    for tp in consumer.assignment():
+        position = consumer.position(tp)
+        if progress.committed.get(tp) != position:
+            moved[tp] = position
+    if not moved:
+        return
+    try:
+        consumer.commit({tp: OffsetAndMetadata(offset) for tp, offset in moved.items()})
+    except LogstoreError as exc:
+        # The group is rebalancing (the partitions may have moved) or the metadata store is
+        # busy: the records stay uncommitted, to be committed after the next poll or printed
+        # again by the partition's next owner (at least once, never lost).
+        if not (exc.retriable or isinstance(exc, CommitFailedError)):
+            raise
+        click.echo(f"warning: could not commit the offsets of group {group_id}: {exc} (records "
+                   "printed since the last commit may be printed again)", err=True)
+        return
+    progress.committed.update(moved)
+
+
+def consume_group(consumer: Consumer, topic: str, ends: dict[TopicPartition, int] | None,
+                  printer: RecordPrinter, limit: int | None, stopper: _Stopper) -> int | None:
+    """Subscribe ``consumer`` (which has a group id) to ``topic`` and print what it polls,
+    committing after each poll, until ``limit`` records, a signal, or, with ``ends`` (None:
+    follow), until every partition assigned to it reached its end offset. Returns the signal
+    that stopped it, if one did.
+
+    The assignment arrives during a poll (after the join and sync), so "caught up" is judged
+    only while the member holds a current assignment; an empty assignment (more members than
+    partitions) is caught up at once.
+    """
+    progress = GroupProgress()
+    consumer.subscribe([topic], listener=progress)
+    printed = idle = 0
+    while limit is None or printed < limit:
+        if stopper.stopped:
+            return stopper.signum
+        wanted = 500 if limit is None else min(500, limit - printed)
+        records = consumer.poll(timeout_ms=_FOLLOW_POLL_MS if ends is None else _BOUNDED_POLL_MS,
+                                max_records=wanted)
+        if ends is not None:
+            records = _before_ends(consumer, records, ends)
+        printer.write(records)
+        printed += len(records)
+        done = ends is not None and progress.assigned and _caught_up(consumer, ends)
+        _commit_positions(consumer, progress, consumer.group_id or "")
+        if done:
+            return None
+        if ends is not None and progress.assigned:
+            idle = 0 if records else idle + 1
+            if idle >= _MAX_IDLE_POLLS:
+                return None  # the log shrank below the end offsets (see print_spans)
+    return None
+
+
+def tail_group(log: Log, topic: str, group_id: str, *, from_beginning: bool, follow: bool,
+               limit: int | None, printer: RecordPrinter) -> int | None:
+    """``tail --group``: consume as a member of ``group_id`` (see :func:`consume_group`), then
+    leave the group. Returns the signal that interrupted a bounded read (None otherwise)."""
+    description = log.describe_topic(topic)  # an unknown topic is an error, not no partitions
+    ends = None if follow else {
+        TopicPartition(topic, p.partition): p.high_watermark for p in description.partitions}
+    # Signals only set a flag (see _Stopper), so the consumer always closes: it commits
+    # nothing more (everything printed is committed already) and leaves the group, which hands
+    # its partitions to the other members at once instead of after the session timeout.
+    with _Stopper() as stopper, log.consumer(
+        group_id=group_id, enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        client_id=f"logstore-tail-{os.getpid()}",
+    ) as consumer:
+        interrupted = consume_group(consumer, topic, ends, printer, limit, stopper)
+    return None if follow else interrupted
+
+
 def start_of(from_beginning: bool, offset: int | None, since: str | None, lines: int | None,
              now_ms: int) -> Start:
     """The start position the options ask for (at most one of them may be given)."""
@@ -198,9 +348,12 @@ def start_of(from_beginning: bool, offset: int | None, since: str | None, lines:
 @click.command(epilog=example(
     "logstore tail orders -n 5",
     "logstore tail orders --since 10m --print-key --format json",
-    "logstore tail orders --partition 0 --offset 42 -f"))
+    "logstore tail orders --partition 0 --offset 42 -f",
+    "logstore tail orders --group billing --from-beginning"))
 @click.argument("topic")
-@click.option("--from-beginning", is_flag=True, help="Start at each partition's log start.")
+@click.option("--from-beginning", is_flag=True,
+              help="Start at each partition's log start (with --group: only partitions "
+                   "the group has no committed offset for).")
 @click.option("--offset", type=click.IntRange(min=0), default=None,
               help="Start at this offset (needs --partition if the topic has several).")
 @click.option("--since", metavar="DURATION|TIME", default=None,
@@ -215,6 +368,9 @@ def start_of(from_beginning: bool, offset: int | None, since: str | None, lines:
               help="Keep printing new records until interrupted (Ctrl-C or SIGTERM).")
 @click.option("--max-messages", type=click.IntRange(min=1), default=None,
               help="Exit after printing this many records.")
+@click.option("--group", "group_id", metavar="GROUP", default=None,
+              help="Consume as a member of consumer group GROUP, from its committed offsets, "
+                   "committing what was printed (see above).")
 @click.option("--print-key", is_flag=True, help="Text format: print KEY SEP VALUE.")
 @click.option("--key-separator", default="\t", show_default="tab", metavar="SEP",
               help="Separator for --print-key.")
@@ -222,18 +378,42 @@ def start_of(from_beginning: bool, offset: int | None, since: str | None, lines:
 @click.pass_obj
 def tail(state: CliState, topic: str, from_beginning: bool, offset: int | None,
          since: str | None, lines: int | None, partition: int | None, follow: bool,
-         max_messages: int | None, print_key: bool, key_separator: str, fmt: str) -> None:
+         max_messages: int | None, group_id: str | None, print_key: bool, key_separator: str,
+         fmt: str) -> None:
     """Print records of TOPIC: by default the last 10 of each partition, then exit.
 
     Text output is each value's raw bytes on a line (null prints as an empty line); JSON
     output is one object per record per line, with keys, values and header values that are
     not UTF-8 base64-encoded and marked (e.g. "value_encoding": "base64").
+
+    With --group GROUP it reads as a member of that consumer group, like
+    kafka-console-consumer --group: the group assigns the partitions (shared with its other
+    members) and each starts at the group's committed offset (without one: at the end, or at
+    the log start with --from-beginning). After each batch of records is printed, their
+    offsets are committed, so the next run continues where this one stopped (at least once:
+    a batch printed just before a crash prints again). Without -f it stops at the end
+    offsets its partitions had when it started. It leaves the group when it exits, also on
+    Ctrl-C or SIGTERM. --offset, --since, -n and --partition do not apply with --group.
     """
+    printer = RecordPrinter(binary_stdout(), fmt, print_key,
+                            key_separator.encode("utf-8", "surrogateescape"))
+    if group_id is not None:
+        conflicting = [name for name, value in (
+            ("--offset", offset), ("--since", since), ("-n/--lines", lines),
+            ("--partition", partition)) if value is not None]
+        if conflicting:
+            raise click.UsageError(
+                f"{' and '.join(conflicting)} cannot be combined with --group: the group "
+                "assigns the partitions and its committed offsets say where to start")
+        interrupted = tail_group(state.log(), topic, group_id, from_beginning=from_beginning,
+                                 follow=follow, limit=max_messages, printer=printer)
+        if interrupted is not None:  # stopped before the end: say so, as the shell would
+            click.echo("aborted", err=True)
+            click.get_current_context().exit(128 + interrupted)
+        return
     log = state.log()
     start = start_of(from_beginning, offset, since, lines, log.clock.time_ms())
     spans = plan(log, topic, partition, start)
-    printer = RecordPrinter(binary_stdout(), fmt, print_key,
-                            key_separator.encode("utf-8", "surrogateescape"))
     with log.consumer(auto_offset_reset="earliest") as consumer:
         run = follow_spans if follow else print_spans
         run(consumer, spans, printer, max_messages)

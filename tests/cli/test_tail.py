@@ -227,3 +227,159 @@ def test_bounded_read_stops_at_the_end_taken_at_start(numbered) -> None:
     with numbered.consumer() as consumer:
         print_spans(consumer, [Span(logstore.TopicPartition("t", 0), 1, 3)], printer, None)
     assert out.getvalue() == b"1\n2\n"
+
+
+# --- tail --group ---------------------------------------------------------------------------------
+
+
+def _committed(log: logstore.Log, group: str) -> dict[logstore.TopicPartition, int | None]:
+    return {logstore.TopicPartition(lag.topic, lag.partition): lag.committed_offset
+            for lag in log.group_lag(group)}
+
+
+def _left(log: logstore.Log, group: str) -> bool:
+    """Whether the group has no members (the CLI's consumer left, not merely went silent)."""
+    description = log.describe_group(group)
+    return description.state == "Empty" and description.members == ()
+
+
+def test_group_second_run_continues_where_the_first_stopped(run, numbered) -> None:
+    tp = logstore.TopicPartition("t", 0)
+    first = run("tail", "t", "--group", "g", "--from-beginning", "--max-messages", "4")
+    assert values(first) == ["0", "1", "2", "3"]
+    assert _committed(numbered, "g") == {tp: 4}  # what was printed, not what was read ahead
+    assert _left(numbered, "g")
+    # --from-beginning only applies to partitions without a committed offset.
+    assert values(run("tail", "t", "--group", "g", "--from-beginning")) == [
+        str(i) for i in range(4, 15)]
+    assert _committed(numbered, "g") == {tp: 15}
+    assert values(run("tail", "t", "--group", "g")) == []
+    assert _left(numbered, "g")
+
+
+def test_group_shares_partitions_and_resumes_each(run, api, produce) -> None:
+    api.create_topic("t", 3)
+    for p in range(3):
+        produce(api, "t", [b"p%d-%d" % (p, i) for i in range(4)], partition=p)
+    first = values(run("tail", "t", "--group", "g", "--from-beginning", "--max-messages", "5"))
+    second = values(run("tail", "t", "--group", "g", "--from-beginning"))
+    assert len(first) == 5 and len(second) == 7
+    assert sorted(first + second) == sorted(f"p{p}-{i}" for p in range(3) for i in range(4))
+    assert set(_committed(api, "g").values()) == {4}
+
+
+def test_group_without_from_beginning_starts_at_the_end(run, numbered, produce) -> None:
+    assert values(run("tail", "t", "--group", "g")) == []
+    # The start was committed: the group resumes there, not at the end of a later run.
+    assert _committed(numbered, "g") == {logstore.TopicPartition("t", 0): 15}
+    produce(numbered, "t", [b"new-0", b"new-1"])
+    assert values(run("tail", "t", "--group", "g", "--print-key", "--key-separator", "=")) == [
+        "=new-0", "=new-1"]
+
+
+def test_group_json_lines(run, numbered) -> None:
+    lines = values(run("tail", "t", "--group", "g", "--from-beginning", "--format", "json",
+                       "--max-messages", "2"))
+    assert [json.loads(line)["offset"] for line in lines] == [0, 1]
+
+
+def test_group_follow_stops_at_max_messages(run, numbered) -> None:
+    assert values(run("tail", "t", "--group", "g", "--from-beginning", "-f",
+                      "--max-messages", "3")) == ["0", "1", "2"]
+    assert _committed(numbered, "g") == {logstore.TopicPartition("t", 0): 3}
+
+
+def test_group_read_stops_at_the_end_taken_at_start(numbered) -> None:
+    import io
+
+    from logstore.cli.tail import RecordPrinter, _Stopper, consume_group
+
+    out = io.BytesIO()
+    tp = logstore.TopicPartition("t", 0)
+    # As if the command had started when the high watermark was 3: later records stay out,
+    # and are not committed either.
+    with numbered.consumer(group_id="g", auto_offset_reset="earliest",
+                           enable_auto_commit=False) as consumer:
+        consume_group(consumer, "t", {tp: 3}, RecordPrinter(out, "text", False, b"\t"), None,
+                      _Stopper())
+    assert out.getvalue() == b"0\n1\n2\n"
+    assert _committed(numbered, "g") == {tp: 3}
+
+
+@pytest.mark.parametrize("options", [["--offset", "1"], ["--since", "1h"], ["-n", "3"],
+                                     ["--partition", "0"]])
+def test_group_conflicting_options(run, numbered, options: list[str]) -> None:
+    result = run("tail", "t", "--group", "g", *options)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert f"{options[0].replace('-n', '-n/--lines')} cannot be combined with --group" in lines[0]
+    assert numbered.list_groups() == []
+
+
+def test_group_unknown_topic(run, api) -> None:
+    result = run("tail", "nosuch", "--group", "g")
+    assert result.exit_code == 1
+    assert result.stderr == "error: unknown topic 'nosuch'\n"
+
+
+def test_group_twice_in_real_processes(tmp_path: Path, produce, shell) -> None:
+    with logstore.open(tmp_path / "logstore-data", maintenance_interval_ms=None) as log:
+        log.create_topic("t", 2)
+        produce(log, "t", [b"a%d" % i for i in range(6)], partition=0)
+        produce(log, "t", [b"b%d" % i for i in range(4)], partition=1)
+    first = shell("logstore tail t --group g --from-beginning --max-messages 4")
+    second = shell("logstore tail t --group g --from-beginning")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stderr == second.stderr == b""
+    printed = first.stdout.splitlines() + second.stdout.splitlines()
+    assert len(first.stdout.splitlines()) == 4
+    assert sorted(printed) == sorted([b"a%d" % i for i in range(6)]
+                                     + [b"b%d" % i for i in range(4)])
+    with logstore.open(tmp_path / "logstore-data", maintenance_interval_ms=None) as log:
+        assert _committed(log, "g") == {logstore.TopicPartition("t", 0): 6,
+                                        logstore.TopicPartition("t", 1): 4}
+        assert _left(log, "g")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_group_follow_commits_and_leaves_on_a_signal(tmp_path: Path, produce, spawn,
+                                                     signum: int) -> None:
+    with logstore.open(tmp_path / "logstore-data", maintenance_interval_ms=None) as log:
+        log.create_topic("t")
+        produce(log, "t", [b"before-0", b"before-1"])
+        proc = spawn("tail", "t", "--group", "g", "-f", "--from-beginning")
+        lines = _lines_of(proc.stdout)
+        assert _take(lines, 2) == [b"before-0\n", b"before-1\n"]
+        produce(log, "t", [b"after-0"])
+        assert _take(lines, 1) == [b"after-0\n"]
+        time.sleep(0.2)
+        assert len(log.describe_group("g").members) == 1
+        proc.send_signal(signum)
+        assert proc.wait(timeout=15) == 0
+        assert proc.stderr is not None and proc.stderr.read() == b""
+        # Left at once (not dropped after the 45 s session timeout), with everything committed.
+        assert _left(log, "g")
+        assert _committed(log, "g") == {logstore.TopicPartition("t", 0): 3}
+
+
+def test_group_read_interrupted_before_the_end_leaves_and_says_so(tmp_path: Path, produce,
+                                                                   spawn) -> None:
+    with logstore.open(tmp_path / "logstore-data", maintenance_interval_ms=None) as log:
+        log.create_topic("t")
+        produce(log, "t", [b"x"])
+        # A live member that does not poll: the command's join waits for it to rejoin.
+        with log.consumer(group_id="g", enable_auto_commit=False) as member:
+            member.subscribe(["t"])
+            member.poll(timeout_ms=1000)
+            assert member.assignment()
+            proc = spawn("tail", "t", "--group", "g", "--from-beginning")
+            deadline = time.monotonic() + 15
+            while len(log.describe_group("g").members) < 2:  # the command is joining
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 128 + signal.SIGTERM
+            assert proc.stdout is not None and proc.stdout.read() == b""
+            assert proc.stderr is not None and proc.stderr.read() == b"aborted\n"
+            assert len(log.describe_group("g").members) == 1  # it left the group
