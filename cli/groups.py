@@ -188,11 +188,7 @@ def reset_mode(to_earliest: bool, to_latest: bool, to_offset: int | None,
 
 def _committed(state: CliState, group: str) -> dict[TopicPartition, int | None]:
     """The group's committed offsets (none for a group that does not exist yet)."""
-    try:
-        lags = state.log().group_lag(group)
-    except GroupIdNotFoundError:
-        return {}
-    return {TopicPartition(lag.topic, lag.partition): lag.committed_offset for lag in lags}
+    return {tp: o.offset for tp, o in state.log().committed_offsets(group).items()}
 
 
 def _live_members(state: CliState, group: str) -> int:

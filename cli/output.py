@@ -121,15 +121,12 @@ def parse_since(text: str, now_ms: int) -> int:
     if _DURATION.match(text.strip().lower()):
         return max(0, now_ms - parse_duration_ms(text))
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        return parse_iso_time(text, "--since")
+    except CliError:
         raise CliError(
             f"invalid --since {text!r}: use a duration (10m, 2h, 1d) or an ISO-8601 time "
             "(2024-05-01T12:00:00Z)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # naive: the user's local time
-    return max(0, int(moment.timestamp() * 1000))
 
 
 def parse_iso_time(text: str, option: str) -> int:

@@ -175,6 +175,14 @@ class Log:
         self._ensure_open()
         return self._groups.group_lag(group_id)
 
+    def committed_offsets(self, group_id: str) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Every committed offset of a group ({} for a group that does not exist)."""
+        self._ensure_open()
+        return {
+            tp: OffsetAndMetadata(c.offset, c.metadata, c.leader_epoch)
+            for tp, c in self.group_coordinator.fetch_offsets(group_id).items()
+        }
+
     def alter_group_offsets(
         self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata | int]
     ) -> None:

@@ -161,21 +161,24 @@ class Consumer:
 
     def subscribe(
         self,
-        topics: Iterable[str] = (),
+        topics: Iterable[str] | re.Pattern[str] = (),
         *,
         pattern: str | re.Pattern[str] | None = None,
         listener: ConsumerRebalanceListener | None = None,
     ) -> None:
         """Join the consumer group and consume the partitions it assigns to this member.
 
-        ``topics`` names topics; or ``pattern`` (a regex matched against whole topic names)
-        subscribes to every matching topic, including ones created later. ``listener`` gets
+        ``topics`` names topics; or ``pattern`` (a regex matched against whole topic names, also
+        accepted as a compiled pattern in place of ``topics``) subscribes to every matching
+        topic, including ones created later. ``listener`` gets
         ``on_partitions_revoked`` / ``on_partitions_assigned`` (and ``on_partitions_lost`` if
         it has one) on the polling thread.
         """
         self._ensure_open()
         if self.group_id is None:
             raise IllegalStateError("subscribe() needs a group_id")
+        if isinstance(topics, re.Pattern):
+            topics, pattern = (), topics
         if isinstance(topics, str):
             raise InvalidArgumentError("topics must be a list of names (or use pattern=...)")
         names = list(topics)
@@ -374,12 +377,18 @@ class Consumer:
 
     def commit_async(
         self,
-        offsets: Mapping[TopicPartition, OffsetAndMetadata] | None = None,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata] | CommitCallback | None = None,
         callback: CommitCallback | None = None,
     ) -> Future[None]:
         """Commit in the background (in order with other async commits); ``callback(offsets,
-        exception)`` runs when it is done. Returns a future of the commit."""
+        exception)`` runs when it is done. Returns a future of the commit.
+
+        ``commit_async(callback)`` commits the current positions, like ``commit_async(None,
+        callback)``.
+        """
         self._ensure_open()
+        if callable(offsets) and callback is None:
+            offsets, callback = None, offsets
         if offsets is None:
             chosen = {tp: OffsetAndMetadata(p) for tp, p in self._fetcher.positions().items()}
         else:

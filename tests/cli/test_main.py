@@ -27,7 +27,8 @@ ALL_COMMANDS = _command_paths(cli)
 def test_the_command_tree_is_complete() -> None:
     names = {" ".join(path) for path in ALL_COMMANDS}
     assert {"topics create", "topics list", "topics describe", "topics alter", "topics delete",
-            "produce", "tail", "dump", "demo", "db upgrade", "maintenance"} <= names
+            "produce", "tail", "dump", "demo", "db upgrade", "maintenance", "groups list",
+            "groups describe", "groups reset-offsets", "groups delete"} <= names
 
 
 @pytest.mark.parametrize("path", ALL_COMMANDS, ids=lambda p: " ".join(p) or "logstore")

@@ -7,6 +7,7 @@ by a ManualClock; a crashed member is simulated by stopping its heartbeats witho
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -224,7 +225,7 @@ def test_a_member_that_stops_polling_leaves_and_reports_its_partitions_lost(grou
 def test_new_partitions_and_matching_topics_are_picked_up(group_log):
     fill(group_log, "orders", 2, 1)
     consumer = group_log.consumer(group_id="g", **FAST)
-    consumer.subscribe(pattern=r"orders|refunds")
+    consumer.subscribe(re.compile(r"orders|refunds"))
     poll_until([consumer], lambda: len(consumer.assignment()) == 2)
     group_log.create_partitions("orders", 3)
     poll_until([consumer], lambda: len(consumer.assignment()) == 3)
@@ -252,6 +253,10 @@ def test_commit_variants_and_committed(group_log):
     consumer.commit_async({tp1: OffsetAndMetadata(6)},
                           callback=lambda offsets, error: seen.append((offsets, error))).result(10)
     assert seen == [({tp1: OffsetAndMetadata(6)}, None)]
+    consumer.commit_async(lambda offsets, error: seen.append((offsets, error))).result(10)
+    assert seen[-1] == ({tp0: OffsetAndMetadata(10), tp1: OffsetAndMetadata(10)}, None)
+    assert consumer.committed(tp1) == OffsetAndMetadata(10)
+    consumer.commit_async({tp1: OffsetAndMetadata(6)}).result(10)
     with pytest.raises(InvalidArgumentError):
         consumer.commit({tp1: 3})  # type: ignore[dict-item]
     consumer.close()
