@@ -39,4 +39,6 @@ def test_cli_quickstart_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "user-1\thello\nuser-2\tworld\n" in result.stdout
     assert "baseOffset: 0 lastOffset: 1 count: 2" in result.stdout
+    assert "\nhello\nworld\n" in result.stdout, "tail --group printed the values"
+    assert "billing" in result.stdout
     assert (tmp_path / "data" / "metadata.db").exists()
