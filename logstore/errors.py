@@ -200,6 +200,57 @@ class CommitFailedError(LogstoreError):
     may be processed again by the new owner of their partitions."""
 
 
+# --- transactions ----------------------------------------------------------------------------
+
+
+class ProducerFencedError(LogstoreError):
+    """A newer instance of this producer (same transactional id) took over, or the producer's
+    epoch is older than the partition's: this producer must stop."""
+
+    error_code = 90  # PRODUCER_FENCED
+
+
+class OutOfOrderSequenceError(LogstoreError):
+    """A batch's sequence number does not follow the producer's last one in this partition."""
+
+    error_code = 45  # OUT_OF_ORDER_SEQUENCE_NUMBER
+
+
+class UnknownProducerIdError(LogstoreError):
+    """The partition has no state for this producer id (it expired)."""
+
+    error_code = 59  # UNKNOWN_PRODUCER_ID
+
+
+class InvalidTxnStateError(LogstoreError):
+    """The request is not valid in the transaction's current state (e.g. committing when no
+    transaction is ongoing, or aborting one whose commit is already prepared)."""
+
+    error_code = 48  # INVALID_TXN_STATE
+
+
+class ConcurrentTransactionsError(LogstoreError):
+    """The previous transaction of this transactional id is still completing (its markers are
+    being written): retry shortly."""
+
+    retriable = True
+    error_code = 51  # CONCURRENT_TRANSACTIONS
+
+
+class TransactionAbortedError(LogstoreError):
+    """The transaction timed out (or an operator aborted it) and the coordinator aborted it.
+    Abortable, not fatal: the producer must abort the transaction, which adopts the bumped
+    epoch, and may then start a new one."""
+
+    error_code = 120  # TRANSACTION_ABORTABLE (KIP-890)
+
+
+class TransactionalIdNotFoundError(LogstoreError):
+    """No producer has been initialized with this transactional id."""
+
+    error_code = 105  # TRANSACTIONAL_ID_NOT_FOUND
+
+
 # --- clients -------------------------------------------------------------------------------
 
 

@@ -88,6 +88,9 @@ class AppendResult:
     last_offset: int
     log_append_time_ms: int  # -1 unless the topic uses LogAppendTime
     log_start_offset: int
+    duplicate: bool = False
+    """True when the batch was a retry of one already appended (idempotence): the offsets are
+    those the first append got, and nothing was written this time."""
 
 
 @dataclass(frozen=True, slots=True)

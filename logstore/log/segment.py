@@ -19,6 +19,17 @@ Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_versio
             size_bytes    -- sum of the batch sizes
             max_timestamp -- largest maxTimestamp of any batch, -1 when empty
             last_offset)  -- last offset of the last batch, base_offset - 1 when empty
+    producers(producer_id PRIMARY KEY, epoch, last_sequence, batches JSON,
+              txn_first_offset, last_timestamp)
+                          -- idempotent/transactional producer state (see producer_state):
+                             updated in the same transaction as the batches, so it is always
+                             consistent with them, in every process; final once sealed
+    producer_snapshot(...same columns...)
+                          -- the state as of base_offset (copied from the predecessor at
+                             creation): truncation rebuilds from it by replaying batches
+    aborted_txns(producer_id, first_offset, last_offset)
+                          -- transactions aborted by a marker in this segment (last_offset is
+                             the marker's offset), for read_committed readers
 
 The blob's baseOffset (and partitionLeaderEpoch) fields are patched to the assigned values inside
 the write transaction, so a read returns stored bytes unchanged.
@@ -42,6 +53,8 @@ from typing import Iterator, Sequence
 import apsw
 
 from logstore.errors import StorageError
+from logstore.log.producer_state import AbortedTxn, ProducerEntry
+from logstore.records.header import CONTROL_MASK
 from logstore.log.sqlite_file import (
     BUSY_TIMEOUT_MS,
     create_atomically,
@@ -50,7 +63,7 @@ from logstore.log.sqlite_file import (
 )
 
 APPLICATION_ID = 0x4C475347  # "LGSG": a logstore segment
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".sqlite"
 
 _SCHEMA = f"""
@@ -65,6 +78,28 @@ CREATE TABLE batches (
     attributes    INTEGER NOT NULL,
     data          BLOB    NOT NULL
 );
+CREATE TABLE producers (
+    producer_id      INTEGER PRIMARY KEY,
+    epoch            INTEGER NOT NULL,
+    last_sequence    INTEGER NOT NULL,
+    batches          TEXT    NOT NULL,
+    txn_first_offset INTEGER,
+    last_timestamp   INTEGER NOT NULL
+);
+CREATE TABLE producer_snapshot (
+    producer_id      INTEGER PRIMARY KEY,
+    epoch            INTEGER NOT NULL,
+    last_sequence    INTEGER NOT NULL,
+    batches          TEXT    NOT NULL,
+    txn_first_offset INTEGER,
+    last_timestamp   INTEGER NOT NULL
+);
+CREATE TABLE aborted_txns (
+    producer_id  INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset  INTEGER NOT NULL
+);
+CREATE INDEX aborted_txns_by_last ON aborted_txns(last_offset);
 CREATE TABLE segment (
     id            INTEGER PRIMARY KEY CHECK (id = 0),
     base_offset   INTEGER NOT NULL,
@@ -145,9 +180,13 @@ class Segment:
     # --- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory: Path, base_offset: int, *, created_ms: int) -> Path:
+    def create(
+        cls, directory: Path, base_offset: int, *, created_ms: int,
+        producers: Sequence[ProducerEntry] = (),
+    ) -> Path:
         """Create the segment file for ``base_offset`` in ``directory`` unless it exists
-        (atomic and idempotent across processes: see ``sqlite_file``)."""
+        (atomic and idempotent across processes: see ``sqlite_file``), starting with the given
+        producer state (the predecessor's final state)."""
         final = directory / segment_file_name(base_offset)
 
         def initialize(conn: apsw.Connection) -> None:
@@ -156,6 +195,9 @@ class Segment:
                 "INSERT INTO segment(id, base_offset, created_ms, last_offset) VALUES (0, ?, ?, ?)",
                 (base_offset, created_ms, base_offset - 1),
             )
+            rows = [p.to_row() for p in producers]
+            for table in ("producers", "producer_snapshot"):
+                conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", rows)
 
         create_atomically(final, initialize)
         return final
@@ -384,10 +426,10 @@ class Segment:
         return out, total, next_offset, False
 
     def first_batch_at_or_after_time(self, timestamp_ms: int) -> tuple[int, bytes] | None:
-        """The first batch (by offset) whose maxTimestamp is >= ``timestamp_ms``."""
+        """The first data batch (by offset) whose maxTimestamp is >= ``timestamp_ms``."""
         row = self._conn.execute(
             "SELECT base_offset, data FROM batches WHERE max_timestamp >= ? "
-            "ORDER BY base_offset LIMIT 1",
+            f"AND (attributes & {CONTROL_MASK}) = 0 ORDER BY base_offset LIMIT 1",
             (timestamp_ms,),
         ).fetchone()
         return None if row is None else (row[0], row[1])
@@ -399,6 +441,91 @@ class Segment:
             "SELECT base_offset, last_offset, max_timestamp, record_count, producer_id, "
             "attributes FROM batches ORDER BY base_offset"
         )]
+
+    # --- producer state and aborted transactions (inside a transaction) -----------------------
+
+    def producers(self, producer_ids: Sequence[int] | None = None) -> dict[int, ProducerEntry]:
+        """Producer states (of ``producer_ids`` only, if given)."""
+        query = "SELECT * FROM producers"
+        params: tuple[int, ...] = ()
+        if producer_ids is not None:
+            if not producer_ids:
+                return {}
+            query += f" WHERE producer_id IN ({','.join('?' * len(producer_ids))})"
+            params = tuple(producer_ids)
+        try:
+            return {row[0]: ProducerEntry.from_row(row)
+                    for row in self._conn.execute(query, params)}
+        except apsw.Error as exc:
+            raise translate(exc, f"reading producer state of {self.path}") from exc
+
+    def snapshot_producers(self) -> dict[int, ProducerEntry]:
+        """The producer state as of this segment's base offset."""
+        try:
+            return {row[0]: ProducerEntry.from_row(row)
+                    for row in self._conn.execute("SELECT * FROM producer_snapshot")}
+        except apsw.Error as exc:
+            raise translate(exc, f"reading producer snapshot of {self.path}") from exc
+
+    def save_producers(self, entries: Sequence[ProducerEntry], *, replace_all: bool = False) -> None:
+        try:
+            if replace_all:
+                self._conn.execute("DELETE FROM producers")
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?, ?, ?)",
+                [e.to_row() for e in entries],
+            )
+        except apsw.Error as exc:
+            raise translate(exc, f"writing producer state of {self.path}") from exc
+
+    def add_aborted(self, aborted: Sequence[AbortedTxn]) -> None:
+        try:
+            self._conn.executemany(
+                "INSERT INTO aborted_txns VALUES (?, ?, ?)",
+                [(a.producer_id, a.first_offset, a.last_offset) for a in aborted],
+            )
+        except apsw.Error as exc:
+            raise translate(exc, f"writing aborted transactions of {self.path}") from exc
+
+    def aborted_between(self, start: int, end: int) -> list[AbortedTxn]:
+        """Aborted transactions whose data may lie in [start, end): marker at or after
+        ``start`` and first offset before ``end``."""
+        try:
+            return [AbortedTxn(*row) for row in self._conn.execute(
+                "SELECT producer_id, first_offset, last_offset FROM aborted_txns "
+                "WHERE last_offset >= ? AND first_offset < ? ORDER BY first_offset",
+                (start, end),
+            )]
+        except apsw.Error as exc:
+            raise translate(exc, f"reading aborted transactions of {self.path}") from exc
+
+    def first_unstable_offset(self) -> int | None:
+        """The smallest first offset of an ongoing transaction, or None."""
+        try:
+            return self._conn.execute(
+                "SELECT min(txn_first_offset) FROM producers WHERE txn_first_offset IS NOT NULL"
+            ).get
+        except apsw.Error as exc:
+            raise translate(exc, f"reading producer state of {self.path}") from exc
+
+    def producer_batches(self, below: int | None = None) -> list[tuple[int, bytes]]:
+        """(base offset, data) of every idempotent/transactional batch, in offset order."""
+        query = "SELECT base_offset, data FROM batches WHERE producer_id >= 0"
+        params: tuple[int, ...] = ()
+        if below is not None:
+            query += " AND base_offset < ?"
+            params = (below,)
+        try:
+            return list(self._conn.execute(query + " ORDER BY base_offset", params))
+        except apsw.Error as exc:
+            raise translate(exc, f"reading {self.path}") from exc
+
+    def delete_aborted_from(self, offset: int) -> None:
+        """Forget aborted transactions whose marker is at or after ``offset`` (truncation)."""
+        try:
+            self._conn.execute("DELETE FROM aborted_txns WHERE last_offset >= ?", (offset,))
+        except apsw.Error as exc:
+            raise translate(exc, f"truncating {self.path}") from exc
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (best effort; skipped while readers are busy)."""

@@ -169,8 +169,13 @@ def test_control_records_take_offsets_but_are_never_returned(log):
     assert [(r.offset, r.value) for r in records] == [(0, b"before"), (2, b"after")]
     assert consumer.position(TP0) == 3
     # A control batch alone at the end still moves the position past it.
-    log.append("t", 0, marker)
+    newer = build_control_batch(ControlType.COMMIT, producer_id=7, producer_epoch=1,
+                                coordinator_epoch=0, timestamp_ms=1)
+    assert log.append("t", 0, newer).base_offset == 3
     assert drain(consumer) == [] and consumer.position(TP0) == 4
+    # The same marker again (a coordinator redoing its work) is recognised and not appended.
+    assert log.append("t", 0, newer).duplicate
+    assert log.describe_topic("t").partitions[0].log_end_offset == 4
 
 
 def test_fetch_returns_raw_batches_and_offsets(filled):

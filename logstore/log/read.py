@@ -1,0 +1,226 @@
+"""The read path of a partition log: fetching batches, offsets by time, the last stable offset.
+
+Reads return whole batches from the one containing the requested offset, up to ``max_bytes``
+but at least one batch (KIP-74), across segments, each segment read in one snapshot.
+
+Isolation: ``read_uncommitted`` reads up to the high watermark. ``read_committed`` reads only up
+to the last stable offset (LSO: the first offset of the oldest transaction still open in this
+partition, else the high watermark) and also returns the transactions aborted in the range, so
+the reader can drop their batches (Kafka's fetch does the same; see ``committed_filter``).
+
+Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attributes).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+from logstore.errors import OffsetOutOfRangeError, StorageError
+from logstore.log.producer_state import AbortedTxn, ProducerEntry
+from logstore.types import IsolationLevel, OffsetAndTimestamp
+
+if TYPE_CHECKING:
+    from logstore.log.partition_log import PartitionLog
+
+_MAX_RETRIES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """Whole batches read from one partition, with the partition's offsets at read time."""
+
+    batches: Sequence[bytes]
+    size_bytes: int
+    log_start_offset: int
+    high_watermark: int
+    log_end_offset: int
+    last_stable_offset: int = -1
+    aborted: Sequence[AbortedTxn] = field(default_factory=tuple)
+    """read_committed only: transactions aborted in the range read, by first offset."""
+
+    @property
+    def records(self) -> bytes:
+        """The batches concatenated, as a fetch response carries them."""
+        return b"".join(self.batches)
+
+
+class ReadMixin:
+    """Reading and offset queries."""
+
+    def tail_offsets(self: PartitionLog) -> tuple[int, int]:
+        """(log end offset, last stable offset), read together from the active segment."""
+        self._check_generation()
+        for _ in range(_MAX_RETRIES):
+            with self._meta_lock:
+                if not self._bases:
+                    self._rescan_unlocked()
+                base = self._bases[-1]
+            try:
+                segment = self._reader(base)
+            except FileNotFoundError:
+                self._rescan()
+                continue
+            with segment.lock:
+                with segment.read_transaction() as state:
+                    unstable = segment.first_unstable_offset()
+            log_end = state.log_end_offset
+            stable = log_end if unstable is None else min(unstable, log_end)
+            if not state.sealed:
+                return log_end, stable
+            self._rescan()
+            with self._meta_lock:
+                if self._bases[-1] == base:
+                    # Sealed, successor not created yet: a roll in progress, or a crash in
+                    # between. Its producer state is final, so the stable offset holds.
+                    return log_end, stable
+        raise StorageError(f"{self}: segment list keeps changing")
+
+    def producer_states(self: PartitionLog) -> dict[int, ProducerEntry]:
+        """The state of every producer that wrote to this partition (from the active segment)."""
+        for _ in range(_MAX_RETRIES):
+            with self._meta_lock:
+                if not self._bases:
+                    self._rescan_unlocked()
+                base = self._bases[-1]
+            try:
+                segment = self._reader(base)
+            except FileNotFoundError:
+                self._rescan()
+                continue
+            with segment.lock:
+                with segment.read_transaction():
+                    return segment.producers()
+        raise StorageError(f"{self}: segment list keeps changing")
+
+    def log_end_offset(self: PartitionLog) -> int:
+        """One past the last offset appended (by any process)."""
+        return self.tail_offsets()[0]
+
+    @property
+    def high_watermark(self: PartitionLog) -> int:
+        """Equal to the log end offset until replication exists."""
+        return self.log_end_offset()
+
+    @property
+    def last_stable_offset(self: PartitionLog) -> int:
+        """The first offset of the oldest open transaction, else the high watermark."""
+        return self.tail_offsets()[1]
+
+    def read(
+        self: PartitionLog,
+        offset: int,
+        *,
+        max_bytes: int,
+        max_offset: int | None = None,
+        isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
+    ) -> ReadResult:
+        """Whole batches from the one containing ``offset``, up to ``max_bytes`` in total (at
+        least one batch if any is readable), bounded by the high watermark (read_uncommitted)
+        or the last stable offset (read_committed) and by ``max_offset`` if given.
+
+        Raises OffsetOutOfRangeError if ``offset`` is below the log start offset or above the
+        log end offset.
+        """
+        log_end, stable = self.tail_offsets()
+        log_start = self._state.get().log_start_offset
+        if offset < log_start or offset > log_end:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range for {self} [{log_start}, {log_end}]",
+                offset=offset, log_start_offset=log_start, log_end_offset=log_end,
+            )
+        committed = isolation is IsolationLevel.READ_COMMITTED
+        end = stable if committed else log_end
+        if max_offset is not None:
+            end = min(end, max_offset)
+        batches: list[bytes] = []
+        aborted: list[AbortedTxn] = []
+        total = 0
+        position = offset
+        while position < end and total < max_bytes or (position < end and not batches):
+            base = self._segment_base_for(position)
+            if base is None:
+                break
+            try:
+                segment = self._reader(base)
+            except FileNotFoundError:
+                # Deleted under us by retention in another process.
+                self._rescan()
+                log_start = self._state.get().log_start_offset
+                if position < log_start and not batches:
+                    raise OffsetOutOfRangeError(
+                        f"offset {position} was deleted from {self} (log start {log_start})",
+                        offset=position, log_start_offset=log_start, log_end_offset=log_end,
+                    ) from None
+                break
+            with segment.lock:
+                with segment.read_transaction() as state:
+                    got, size, next_position, limited = segment.read_from(
+                        position, max_bytes=max_bytes - total, end_offset=end, first=not batches
+                    )
+            batches.extend(got)
+            total += size
+            if got:
+                position = next_position
+            if limited:
+                break
+            if not state.sealed or state.next_offset is None or state.next_offset < 0:
+                break
+            position = max(position, state.next_offset)
+        if committed and batches:
+            aborted = self._aborted_between(offset, position, stable)
+        return ReadResult(batches, total, log_start, log_end, log_end, stable, tuple(aborted))
+
+    def _aborted_between(self: PartitionLog, start: int, end: int, stable: int) -> list[AbortedTxn]:
+        """Aborted transactions with data in [start, end): their markers lie at or after
+        ``start`` and (being stable) before ``stable``, in any segment from ``start`` on."""
+        with self._meta_lock:
+            bases = [b for b in self._bases if b <= stable]
+        first = bisect.bisect_right(bases, start) - 1
+        found: list[AbortedTxn] = []
+        for base in bases[max(first, 0):]:
+            try:
+                segment = self._reader(base)
+            except FileNotFoundError:
+                continue
+            with segment.lock:
+                with segment.read_transaction():
+                    found.extend(segment.aborted_between(start, end))
+        return sorted(found, key=lambda a: a.first_offset)
+
+    def _segment_base_for(self: PartitionLog, offset: int) -> int | None:
+        with self._meta_lock:
+            if not self._bases:
+                self._rescan_unlocked()
+            index = bisect.bisect_right(self._bases, offset) - 1
+            if index < 0:
+                return self._bases[0] if self._bases else None
+            return self._bases[index]
+
+    def offset_for_timestamp(self: PartitionLog, timestamp_ms: int) -> OffsetAndTimestamp | None:
+        """The earliest offset whose record timestamp is >= ``timestamp_ms`` (None if none)."""
+        from logstore.records.reader import decode_batch
+
+        self._check_generation()
+        log_start = self._state.get().log_start_offset
+        with self._meta_lock:
+            bases = list(self._bases)
+        for base in bases:
+            try:
+                state = self._segment_state(base)
+                if state.max_timestamp < timestamp_ms:
+                    continue
+                segment = self._reader(base)
+            except FileNotFoundError:
+                continue
+            with segment.lock:
+                with segment.read_transaction():
+                    found = segment.first_batch_at_or_after_time(timestamp_ms)
+            if found is None:
+                continue
+            _, records = decode_batch(found[1], verify_crc=False, min_offset=log_start)
+            for record in records:
+                if record.timestamp_ms >= timestamp_ms:
+                    return OffsetAndTimestamp(record.offset, record.timestamp_ms)
+        return None
