@@ -3,7 +3,8 @@
 A ``Log`` ties together the metadata store (topics and configs; SQLite in ``<path>/metadata.db``
 unless ``metadata_url`` names another database), the local partition logs under
 ``<path>/topics``, the append notifier that wakes consumers, and a background maintenance thread
-that enforces retention every ``maintenance_interval_ms``.
+that enforces retention every ``maintenance_interval_ms`` and aborts timed-out transactions
+(and finishes prepared ones) every ``transaction_check_interval_ms``.
 
 Several processes may open the same directory at once; each gets its own ``Log``. A ``Log`` is
 thread-safe and a context manager; closing it closes the producers and consumers it made.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,11 +27,19 @@ from logstore.client.producer import Producer
 from logstore.clock import SYSTEM_CLOCK, Clock
 from logstore.config import TopicConfig
 from logstore.coordinator.group_coordinator import GroupCoordinator
-from logstore.errors import IllegalStateError, InvalidArgumentError, LogstoreError
+from logstore.coordinator.transaction_coordinator import TransactionCoordinator
+from logstore.errors import (
+    IllegalStateError,
+    InvalidArgumentError,
+    LogstoreError,
+    ProducerFencedError,
+    UnknownTopicOrPartitionError,
+)
 from logstore.group_admin import GroupAdmin
 from logstore.log.manager import LogManager
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
+from logstore.records.control import ControlType, build_control_batch
 from logstore.topic_cache import TopicCache
 from logstore.types import (
     AppendResult,
@@ -47,6 +57,7 @@ from logstore.types import (
 _log = logging.getLogger("logstore")
 
 DEFAULT_MAINTENANCE_INTERVAL_MS = 300_000
+DEFAULT_TRANSACTION_CHECK_INTERVAL_MS = 10_000
 
 
 def default_metadata_url(path: str | os.PathLike[str]) -> str:
@@ -60,6 +71,7 @@ def open(  # noqa: A001 - the public name mirrors built-in open(): a directory i
     metadata_url: str | None = None,
     clock: Clock | None = None,
     maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
+    transaction_check_interval_ms: int = DEFAULT_TRANSACTION_CHECK_INTERVAL_MS,
     metadata_max_age_ms: int = 1000,
 ) -> Log:
     """Open (creating if needed) the log stored in directory ``path``.
@@ -67,7 +79,10 @@ def open(  # noqa: A001 - the public name mirrors built-in open(): a directory i
     ``metadata_url``: a SQLAlchemy URL of the metadata database (default: SQLite in
     ``<path>/metadata.db``; ``postgresql+psycopg://...`` when brokers span hosts).
     ``maintenance_interval_ms``: how often the background thread enforces retention
-    (None: never; call :meth:`Log.run_maintenance` yourself).
+    (None: no background thread; call :meth:`Log.run_maintenance` and
+    :meth:`Log.run_transaction_maintenance` yourself).
+    ``transaction_check_interval_ms``: how often it aborts timed-out transactions and finishes
+    prepared ones.
     ``metadata_max_age_ms``: how stale this process's view of topic configs may get.
     """
     return Log(
@@ -75,6 +90,7 @@ def open(  # noqa: A001 - the public name mirrors built-in open(): a directory i
         metadata_url=metadata_url,
         clock=clock,
         maintenance_interval_ms=maintenance_interval_ms,
+        transaction_check_interval_ms=transaction_check_interval_ms,
         metadata_max_age_ms=metadata_max_age_ms,
     )
 
@@ -89,6 +105,7 @@ class Log:
         metadata_url: str | None = None,
         clock: Clock | None = None,
         maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
+        transaction_check_interval_ms: int = DEFAULT_TRANSACTION_CHECK_INTERVAL_MS,
         metadata_max_age_ms: int = 1000,
     ) -> None:
         self.path = Path(path).absolute()
@@ -105,6 +122,8 @@ class Log:
         self._cache = TopicCache(self._store, max_age_ms=metadata_max_age_ms)
         self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
         self.group_coordinator = GroupCoordinator(self._store, self.clock)
+        self.transaction_coordinator = TransactionCoordinator(
+            self._store, self.clock, self._write_markers)
         self._groups = GroupAdmin(
             self.group_coordinator, self.clock, self.partition_log,
             lambda topic: self.topic_info(topic)[0],
@@ -114,11 +133,13 @@ class Log:
         self._closing = False
         self._close_lock = threading.Lock()
         self._maintenance: threading.Thread | None = None
+        self._recover_transactions()
         if maintenance_interval_ms is not None:
-            if maintenance_interval_ms <= 0:
-                raise InvalidArgumentError("maintenance_interval_ms must be positive or None")
+            if maintenance_interval_ms <= 0 or transaction_check_interval_ms <= 0:
+                raise InvalidArgumentError("maintenance intervals must be positive or None")
             self._maintenance = threading.Thread(
-                target=self._maintain, args=(maintenance_interval_ms / 1000.0,),
+                target=self._maintain,
+                args=(maintenance_interval_ms / 1000.0, transaction_check_interval_ms / 1000.0),
                 name="logstore-maintenance", daemon=True,
             )
             self._maintenance.start()
@@ -233,13 +254,16 @@ class Log:
         isolation_level: str = "read_uncommitted",
     ) -> FetchResult:
         """Raw RecordBatch v2 bytes from ``offset`` (whole batches; at least one if any exists,
-        even past ``max_bytes``), with the partition's high watermark and log start offset.
+        even past ``max_bytes``), with the partition's high watermark, last stable offset and
+        log start offset. With ``read_committed`` the bytes end at the last stable offset and
+        ``aborted_transactions`` lists (producer id, first offset) of the transactions aborted
+        in the range, whose batches a reader must drop (as in Kafka's fetch response).
 
         Raises OffsetOutOfRangeError when ``offset`` is outside [log start, log end].
         """
         self._ensure_open()
         try:
-            IsolationLevel(isolation_level)
+            isolation = IsolationLevel(isolation_level)
         except ValueError:
             raise InvalidArgumentError(f"unknown isolation_level {isolation_level!r}") from None
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
@@ -247,17 +271,16 @@ class Log:
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise InvalidArgumentError(f"offset must be an int, got {offset!r}")
         log = self.partition_log(topic, partition)
-        result = log.read(offset, max_bytes=max_bytes)
-        # Without transactions every record is committed: the last stable offset is the high
-        # watermark and both isolation levels read the same records.
+        result = log.read(offset, max_bytes=max_bytes, isolation=isolation)
         return FetchResult(
             topic=topic,
             partition=partition,
             records=result.records,
             high_watermark=result.high_watermark,
-            last_stable_offset=result.high_watermark,
+            last_stable_offset=result.last_stable_offset,
             log_start_offset=result.log_start_offset,
             log_end_offset=result.log_end_offset,
+            aborted_transactions=tuple((a.producer_id, a.first_offset) for a in result.aborted),
         )
 
     def append(self, topic: str, partition: int, batch: bytes) -> AppendResult:
@@ -306,16 +329,51 @@ class Log:
                 reports.append(self.partition_log(name, partition).enforce_retention())
         return reports
 
-    def _maintain(self, interval_s: float) -> None:
-        while not self._closed.wait(interval_s):
+    def run_transaction_maintenance(self) -> list[str]:
+        """Abort transactions open past their timeout and finish prepared ones (a producer
+        that crashed mid-commit); returns the transactional ids aborted."""
+        self._ensure_open()
+        aborted = self.transaction_coordinator.abort_timed_out()
+        self.transaction_coordinator.complete_pending()
+        return aborted
+
+    def _recover_transactions(self) -> None:
+        try:
+            self.transaction_coordinator.complete_pending()
+        except LogstoreError as exc:  # retried by the maintenance thread and by producers
+            _log.warning("could not finish prepared transactions: %s", exc)
+
+    def _maintain(self, retention_s: float, transactions_s: float) -> None:
+        next_retention = time.monotonic() + retention_s
+        while not self._closed.wait(min(transactions_s, max(0.0, next_retention - time.monotonic()))):
             try:
-                self.run_maintenance()
+                self.run_transaction_maintenance()
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + retention_s
+                    self.run_maintenance()
             except IllegalStateError:
                 return
             except LogstoreError as exc:
-                _log.warning("retention pass failed: %s", exc)
+                _log.warning("maintenance pass failed: %s", exc)
             except Exception:  # keep the thread alive; the next pass may succeed
-                _log.exception("retention pass failed unexpectedly")
+                _log.exception("maintenance pass failed unexpectedly")
+
+    def _write_markers(
+        self, partitions: list[TopicPartition], producer_id: int, epoch: int, commit: bool
+    ) -> None:
+        """The transaction coordinator's marker writer: append a COMMIT/ABORT control batch to
+        each partition. Idempotent: a partition recognises a marker it already has."""
+        marker = build_control_batch(
+            ControlType.COMMIT if commit else ControlType.ABORT, producer_id=producer_id,
+            producer_epoch=epoch, coordinator_epoch=0, timestamp_ms=self.clock.time_ms())
+        for tp in partitions:
+            try:
+                log = self._admin.partition_log(tp.topic, tp.partition)
+                log.append(marker, verify_records=True)
+            except UnknownTopicOrPartitionError:
+                continue  # the topic was deleted: nothing left to mark
+            except ProducerFencedError:
+                continue  # a newer epoch already wrote here: this transaction was completed
 
     # --- lifecycle ---------------------------------------------------------------------------
 

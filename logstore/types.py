@@ -73,6 +73,17 @@ class OffsetAndMetadata:
     leader_epoch: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerGroupMetadata:
+    """A group member's identity, for ``send_offsets_to_transaction`` (KIP-447): offsets sent
+    to a transaction are refused if this member has been fenced out of its group."""
+
+    group_id: str
+    generation_id: int = -1
+    member_id: str = ""
+    group_instance_id: str | None = None
+
+
 class IsolationLevel(str, enum.Enum):
     """Which records a reader may see (Kafka's ``isolation.level``)."""
 
@@ -108,6 +119,8 @@ class FetchResult:
     last_stable_offset: int
     log_start_offset: int
     log_end_offset: int
+    aborted_transactions: tuple[tuple[int, int], ...] = ()
+    """read_committed: (producer id, first offset) of each transaction aborted in the range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +133,7 @@ class PartitionDescription:
     high_watermark: int
     size_bytes: int
     segment_count: int
+    last_stable_offset: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import Protocol
 from logstore.clock import Clock
 from logstore.config import TopicConfig
 from logstore.coordinator.group_coordinator import GroupCoordinator
+from logstore.coordinator.transaction_coordinator import TransactionCoordinator
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
 
@@ -21,6 +22,7 @@ class ClientAccess(Protocol):
     clock: Clock
     notifier: AppendNotifier
     group_coordinator: GroupCoordinator
+    transaction_coordinator: TransactionCoordinator
 
     def topic_info(self, topic: str) -> tuple[int, TopicConfig]:
         """(partition count, config) of a topic; raises UnknownTopicOrPartitionError."""

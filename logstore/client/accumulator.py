@@ -29,7 +29,7 @@ from logstore.client.futures import BatchResult
 from logstore.errors import BufferExhaustedError, IllegalStateError
 from logstore.records.builder import build_batch, encode_records
 from logstore.records.compression import Compression
-from logstore.records.header import HEADER_SIZE
+from logstore.records.header import HEADER_SIZE, TRANSACTIONAL_MASK
 from logstore.types import Header, TopicPartition
 
 Record = tuple[int, bytes | None, bytes | None, Sequence[Header]]
@@ -52,7 +52,10 @@ class ProducerBatch:
     def is_full(self) -> bool:
         return self.size >= self.max_bytes
 
-    def build(self, compression: Compression) -> bytes:
+    def build(
+        self, compression: Compression, *, producer_id: int = -1, producer_epoch: int = -1,
+        base_sequence: int = -1, transactional: bool = False,
+    ) -> bytes:
         """Encode the batch (records section, compression, header, CRC)."""
         records = self.records
         base_timestamp = records[0][0]
@@ -60,6 +63,8 @@ class ProducerBatch:
         return build_batch(
             section, len(records), base_timestamp_ms=base_timestamp,
             max_timestamp_ms=max_timestamp, compression=compression,
+            attributes=TRANSACTIONAL_MASK if transactional else 0,
+            producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence,
         )
 
 

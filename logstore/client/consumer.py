@@ -46,6 +46,7 @@ from logstore.errors import (
     UnknownTopicOrPartitionError,
 )
 from logstore.types import (
+    ConsumerGroupMetadata,
     ConsumerRecord,
     IsolationLevel,
     OffsetAndMetadata,
@@ -125,6 +126,7 @@ class Consumer:
             access, auto_offset_reset=auto_offset_reset,
             max_partition_fetch_bytes=max_partition_fetch_bytes,
             fetch_max_bytes=fetch_max_bytes, check_crcs=check_crcs,
+            isolation=self.isolation_level,
         )
         self._max_poll_records = max_poll_records
         self._key_deserializer = key_deserializer
@@ -202,6 +204,14 @@ class Consumer:
             membership, self._membership = self._membership, None
             self._revoke_partitions(set(self._fetcher.states), lost=False)
             membership.close(leave=True)
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's identity in its group, for ``Producer.send_offsets_to_transaction``."""
+        group_id = self._require_group()
+        member_id, generation = (self._membership.identity() if self._membership is not None
+                                 else ("", -1))
+        return ConsumerGroupMetadata(group_id, generation, member_id,
+                                     self._group_options.group_instance_id)
 
     def subscription(self) -> set[str]:
         return set(self._membership.subscribed_topics()) if self._membership else set()
@@ -286,11 +296,14 @@ class Consumer:
         }
 
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """The offset after the last readable record (the high watermark) of each partition."""
-        return {
-            tp: self._access.partition_log(tp.topic, tp.partition).high_watermark
-            for tp in map(_as_tp, partitions)
-        }
+        """The offset after the last readable record of each partition: the high watermark, or
+        with read_committed the last stable offset."""
+        committed = self.isolation_level is IsolationLevel.READ_COMMITTED
+        result = {}
+        for tp in map(_as_tp, partitions):
+            log = self._access.partition_log(tp.topic, tp.partition)
+            result[tp] = log.last_stable_offset if committed else log.high_watermark
+        return result
 
     def offsets_for_times(
         self, timestamps: Mapping[TopicPartition, int]

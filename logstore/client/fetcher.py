@@ -11,11 +11,16 @@ start offset, ``latest``: the log end offset, ``none``: NoOffsetForPartitionErro
 position that fell out of range. A corrupt batch raises CorruptRecordError after the records
 before it have been returned, and on every poll until the application seeks past it.
 
+``read_committed`` fetches stop at the last stable offset and drop the batches of aborted
+transactions (the log returns which ranges were aborted); ``read_uncommitted`` sees every data
+batch. Control batches (transaction markers) are never returned.
+
 Not thread-safe: used by the consumer's poll thread only.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Iterable
 
 from logstore.client.access import ClientAccess
@@ -25,8 +30,10 @@ from logstore.errors import (
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
 )
+from logstore.records.control import parse_control
+from logstore.records.header import parse_header
 from logstore.records.reader import decode_batch
-from logstore.types import ConsumerRecord, TopicPartition
+from logstore.types import ConsumerRecord, IsolationLevel, TopicPartition
 
 RESETS = ("earliest", "latest", "none")
 
@@ -63,8 +70,10 @@ class Fetcher:
         max_partition_fetch_bytes: int,
         fetch_max_bytes: int,
         check_crcs: bool,
+        isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
     ) -> None:
         self._access = access
+        self.isolation = isolation
         self.auto_offset_reset = auto_offset_reset
         self._max_partition_fetch_bytes = max_partition_fetch_bytes
         self._fetch_max_bytes = fetch_max_bytes
@@ -120,7 +129,8 @@ class Fetcher:
         if self.auto_offset_reset == "earliest":
             offset = log.log_start_offset
         elif self.auto_offset_reset == "latest":
-            offset = log.high_watermark
+            offset = (log.last_stable_offset if self.isolation is IsolationLevel.READ_COMMITTED
+                      else log.high_watermark)
         else:
             raise NoOffsetForPartitionError(
                 f"no position for {tp} and auto_offset_reset is 'none'"
@@ -179,7 +189,8 @@ class Fetcher:
         log = self._access.partition_log(tp.topic, tp.partition)
         try:
             result = log.read(
-                state.next_fetch, max_bytes=min(self._max_partition_fetch_bytes, budget)
+                state.next_fetch, max_bytes=min(self._max_partition_fetch_bytes, budget),
+                isolation=self.isolation,
             )
         except OffsetOutOfRangeError:
             if self.auto_offset_reset == "none":
@@ -190,7 +201,22 @@ class Fetcher:
         topic, partition = tp
         buffer = state.buffer = []
         state.cursor = 0
+        aborted = deque(result.aborted)  # read_committed: by first offset
+        aborted_producers: set[int] = set()
         for data in result.batches:
+            if aborted or aborted_producers:
+                header = parse_header(data)
+                # Kafka's rule: a producer's batches are dropped from the first offset of its
+                # aborted transaction until its abort marker.
+                while aborted and aborted[0].first_offset <= header.last_offset:
+                    aborted_producers.add(aborted.popleft().producer_id)
+                if header.producer_id in aborted_producers and (
+                    header.is_transactional or header.is_control
+                ):
+                    if header.is_control and _is_abort_marker(data):
+                        aborted_producers.discard(header.producer_id)
+                    state.next_fetch = max(state.next_fetch, header.last_offset + 1)
+                    continue
             try:
                 header, records = decode_batch(
                     data, verify_crc=self._check_crcs, topic=topic, partition=partition,
@@ -210,3 +236,8 @@ class Fetcher:
                 buffer.extend(records)
             state.next_fetch = max(state.next_fetch, header.last_offset + 1)
         return result.size_bytes
+
+
+def _is_abort_marker(data: bytes) -> bool:
+    _, records = decode_batch(data, verify_crc=False)
+    return bool(records) and parse_control(records[0].key, records[0].value).is_abort

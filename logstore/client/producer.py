@@ -2,7 +2,11 @@
 ``accumulator``) and a background sender (see ``sender``) encodes and appends ready batches.
 
 Delivery: a record's future completes when its batch is durably appended (as the topic's
-``durability`` says), with the record's offset. Retriable failures (a database locked by another
+``durability`` says), with the record's offset. Producers are idempotent by default
+(``enable_idempotence``, as in Kafka 3+): batches carry a producer id and per-partition
+sequence numbers, so a retried append is never written twice. With ``transactional_id`` the
+producer writes transactions (see ``transactions``): read_committed consumers see all of a
+transaction's records or none. Retriable failures (a database locked by another
 process) are retried with backoff until ``delivery_timeout_ms``; other failures fail the batch.
 Records of one partition are appended in send order.
 
@@ -14,7 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from logstore.client.accumulator import RecordAccumulator
 from logstore.client.access import ClientAccess
@@ -22,17 +27,19 @@ from logstore.client.futures import RecordFuture
 from logstore.clock import SystemClock
 from logstore.client.partitioner import StickyPartitioner, partition_for_key
 from logstore.client.sender import Sender
+from logstore.client.transactions import TransactionManager
 from logstore.errors import (
     IllegalStateError,
     InvalidArgumentError,
     LogstoreTimeoutError,
     RecordTooLargeError,
+    TransactionAbortedError,
     UnknownTopicOrPartitionError,
 )
 from logstore.records.builder import estimate_record_size
 from logstore.records.compression import Compression
 from logstore.records.header import HEADER_SIZE
-from logstore.types import Header, TopicPartition
+from logstore.types import ConsumerGroupMetadata, Header, OffsetAndMetadata, TopicPartition
 
 Serializer = Callable[[Any], bytes | None]
 
@@ -63,6 +70,9 @@ class Producer:
         retry_backoff_ms: float = 100,
         key_serializer: Serializer | None = None,
         value_serializer: Serializer | None = None,
+        enable_idempotence: bool = True,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         client_id: str | None = None,
     ) -> None:
         _require_number("linger_ms", linger_ms, minimum=0)
@@ -87,11 +97,29 @@ class Producer:
         )
         self._closed = False
         self._close_lock = threading.Lock()
+        if transactional_id is not None and not enable_idempotence:
+            raise InvalidArgumentError("a transactional producer is always idempotent")
         self._sender = Sender(
             self._accumulator, access, compression=self._compression,
             delivery_timeout_s=delivery_timeout_ms / 1000.0,
             retry_backoff_s=retry_backoff_ms / 1000.0, name=self.client_id,
         )
+        self._transactions: TransactionManager | None = None
+        try:
+            if transactional_id is not None:
+                self._transactions = TransactionManager(
+                    access.transaction_coordinator, self._sender, self._clock,
+                    transactional_id=transactional_id, timeout_ms=transaction_timeout_ms,
+                )
+            elif enable_idempotence:
+                identity = access.transaction_coordinator.init_producer_id(None, 0)
+                self._sender.set_identity(identity.producer_id, identity.epoch,
+                                          transactional=False)
+        except BaseException:
+            self._closed = True
+            self._sender.close(0)
+            self._sender.join()
+            raise
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -170,6 +198,8 @@ class Producer:
                     f"{info[1]} of topic {topic!r}"
                 )
             size = exact
+        if self._transactions is not None:
+            self._transactions.register(TopicPartition(topic, partition))
         result, delta, new_batch, full_waiting = self._accumulator.append(
             topic, partition, (timestamp_ms, key, value, header_list), size, info[1],
             self._max_block_s,
@@ -193,6 +223,56 @@ class Producer:
         info = (count, config.max_message_bytes, _monotonic() + _TOPIC_INFO_MAX_AGE_S)
         self._topic_info[topic] = info
         return info
+
+    # --- transactions ------------------------------------------------------------------------
+
+    def init_transactions(self) -> None:
+        """Register this transactional id and fence its earlier instances (their sends and
+        commits fail with ProducerFencedError; a transaction they left open is aborted)."""
+        self._transaction_manager().init()
+
+    def begin_transaction(self) -> None:
+        self._transaction_manager().begin()
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group: str | ConsumerGroupMetadata,
+    ) -> None:
+        """Offsets that become ``group``'s committed offsets only if the transaction commits
+        (consume-transform-produce). Pass ``consumer.group_metadata()`` so the offsets are
+        refused if that consumer was fenced out of its group (KIP-447)."""
+        self._transaction_manager().send_offsets(offsets, group)
+
+    def commit_transaction(self) -> None:
+        """Send every record of the transaction, then commit it: read_committed consumers see
+        them all (and the offsets sent to it are committed) or, if this raises, none."""
+        self._transaction_manager().commit(self.flush)
+
+    def abort_transaction(self) -> None:
+        """Abort the transaction: its records are never seen by read_committed consumers."""
+        manager = self._transaction_manager()
+        manager.abort(
+            lambda: self._accumulator.abort(TransactionAbortedError("the transaction was aborted")),
+            self.flush,
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Producer]:
+        """``with producer.transaction():`` begins; commits on success, aborts on exception."""
+        self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            self.abort_transaction()
+            raise
+        self.commit_transaction()
+
+    def _transaction_manager(self) -> TransactionManager:
+        if self._closed:
+            raise IllegalStateError("the producer is closed")
+        if self._transactions is None:
+            raise IllegalStateError("this producer has no transactional_id")
+        return self._transactions
 
     def partitions_for(self, topic: str) -> set[int]:
         """The partitions of ``topic``."""

@@ -14,8 +14,16 @@ Who appends:
 Order: every drain-and-append of a partition happens under that partition's append lock, so a
 partition's batches are appended in the order they were filled, whoever appends them.
 
-Retriable append failures (a database locked by another process) are retried with backoff
-until the batch's ``delivery_timeout_ms`` runs out; other failures fail the batch's futures.
+Retriable append failures (a database locked by another process) are retried with the same
+bytes, with backoff, until the batch's ``delivery_timeout_ms`` runs out: an idempotent producer's
+batch carries its producer id and sequence, so a retry of an append that did happen (its answer
+was lost) is recognised by the partition and answered with the original offsets. Other failures
+fail the batch's futures; a rejected batch gives its sequence numbers back, so the next batch of
+the partition follows the last one appended.
+
+Sequences: an idempotent producer numbers each partition's records from 0 in every epoch; a
+batch gets its base sequence when it is encoded, under the partition's append lock, so the
+numbers follow append order.
 
 Thread-safe.
 """
@@ -29,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from logstore.client.access import ClientAccess
 from logstore.client.accumulator import ProducerBatch, RecordAccumulator
 from logstore.errors import LogstoreError
+from logstore.log.producer_state import next_sequence
 from logstore.records.compression import Compression
 from logstore.types import TopicPartition
 
@@ -54,6 +63,11 @@ class Sender:
         self._delivery_timeout_s = delivery_timeout_s
         self._retry_backoff_s = retry_backoff_s
         self._closing = False
+        self._identity = (-1, -1)  # (producer id, epoch); -1: not idempotent
+        self._transactional = False
+        self._sequences: dict[TopicPartition, int] = {}
+        # transactional producers: batch failures since the last take_failures()
+        self.failures: list[BaseException] = []
         self._locks_lock = threading.Lock()
         self._partition_locks: dict[TopicPartition, threading.Lock] = {}
         self._pool = ThreadPoolExecutor(
@@ -62,6 +76,25 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name=f"logstore-sender-{name}",
                                         daemon=True)
         self._thread.start()
+
+    def set_identity(self, producer_id: int, epoch: int, *, transactional: bool) -> None:
+        """Use this producer identity for the next batches; sequences start again at 0."""
+        with self._locks_lock:
+            locks = list(self._partition_locks.values())
+        for lock in locks:  # wait until no append is encoding with the old identity
+            lock.acquire()
+        try:
+            self._identity = (producer_id, epoch)
+            self._transactional = transactional
+            self._sequences.clear()
+        finally:
+            for lock in locks:
+                lock.release()
+
+    def take_failures(self) -> list[BaseException]:
+        """The batch failures since the last call (a transaction must not commit after one)."""
+        failures, self.failures = self.failures, []
+        return failures
 
     def append_ready(self, tp: TopicPartition) -> None:
         """Append the partition's ready batches now, on the calling thread."""
@@ -104,31 +137,60 @@ class Sender:
             accumulator.wait_for_work(wait_s)
 
     def _append(self, tp: TopicPartition, batches: list[ProducerBatch]) -> None:
+        producer_id, epoch = self._identity
+        first_sequence = self._sequences.get(tp, 0)
+        sequences = []
         try:
-            datas = [batch.build(self._compression) for batch in batches]
+            datas = []
+            sequence = first_sequence
+            for batch in batches:
+                sequences.append(sequence if producer_id >= 0 else -1)
+                datas.append(batch.build(
+                    self._compression, producer_id=producer_id, producer_epoch=epoch,
+                    base_sequence=sequences[-1], transactional=self._transactional,
+                ))
+                sequence = next_sequence(sequence, len(batch.records))
         except Exception as exc:  # an encoding bug must fail the futures, not hang them
             self._fail(batches, exc)
             return
+        if producer_id >= 0:
+            self._sequences[tp] = sequence
         deadline = min(b.created_s for b in batches) + self._delivery_timeout_s
         while True:
             try:
                 log = self._access.partition_log(tp.topic, tp.partition)
-                results = log.append_many(datas, verify_records=False)
+                results = log.append_each(datas, verify_records=False)
             except LogstoreError as exc:
                 if exc.retriable and time.monotonic() + self._retry_backoff_s < deadline:
                     time.sleep(self._retry_backoff_s)
                     continue
                 self._fail(batches, exc)
+                self._give_back(tp, sequences[0])
                 return
             except Exception as exc:  # a bug must not kill the thread and hang every future
                 self._fail(batches, exc)
+                self._give_back(tp, sequences[0])
                 return
-            for batch, result in zip(batches, results, strict=True):
-                batch.result.complete(result.base_offset, result.log_append_time_ms)
-                self._accumulator.completed(batch)
+            rejected = False
+            for batch, result, base in zip(batches, results, sequences, strict=True):
+                if isinstance(result, LogstoreError):
+                    self._fail([batch], result)
+                    if not rejected:
+                        self._give_back(tp, base)
+                        rejected = True
+                else:
+                    batch.result.complete(result.base_offset, result.log_append_time_ms)
+                    self._accumulator.completed(batch)
             return
 
+    def _give_back(self, tp: TopicPartition, sequence: int) -> None:
+        """The batch numbered from ``sequence`` (and every later one) was not appended."""
+        if sequence >= 0:
+            self._sequences[tp] = sequence
+
     def _fail(self, batches: list[ProducerBatch], error: BaseException) -> None:
+        if self._transactional:
+            self.failures.append(error)
         for batch in batches:
             batch.result.fail(error)
             self._accumulator.completed(batch)

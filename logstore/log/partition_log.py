@@ -241,7 +241,7 @@ class PartitionLog(AppendMixin, ReadMixin, CleanupMixin):
 
     def describe(self) -> PartitionDescription:
         """Log start / end offsets, high watermark, bytes and segment count."""
-        log_end = self.log_end_offset()
+        log_end, stable = self.tail_offsets()
         bases = self.segment_bases()  # rescans: other processes may have deleted segments
         size = 0
         for base in bases:
@@ -256,6 +256,7 @@ class PartitionLog(AppendMixin, ReadMixin, CleanupMixin):
             high_watermark=log_end,
             size_bytes=size,
             segment_count=len(bases),
+            last_stable_offset=stable,
         )
 
     def segment_bases(self) -> list[int]:

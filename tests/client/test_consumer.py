@@ -209,3 +209,42 @@ def test_batches_from_kafka_python_can_be_appended_and_consumed(log):
     consumer = log.consumer(auto_offset_reset="earliest")
     consumer.assign([TP0])
     assert [r.value for r in drain(consumer)] == [b"kafka-0", b"kafka-1", b"kafka-2"]
+
+
+def test_read_committed_drops_aborted_transactions_and_stops_at_the_lso(log):
+    from logstore.records.builder import encode_batch
+
+    log.create_topic("t")
+
+    def txn(values: list[bytes], *, epoch: int, seq: int) -> bytes:
+        return encode_batch([(1, None, v, ()) for v in values], producer_id=77,
+                            producer_epoch=epoch, base_sequence=seq, is_transactional=True)
+
+    def end(kind: ControlType, epoch: int) -> bytes:
+        return build_control_batch(kind, producer_id=77, producer_epoch=epoch,
+                                   coordinator_epoch=0, timestamp_ms=1)
+
+    log.append("t", 0, txn([b"a", b"b"], epoch=0, seq=0))  # 0-1, aborted below
+    with log.producer(linger_ms=0) as producer:
+        producer.send("t", value=b"plain", partition=0).result(10)  # 2, not transactional
+    log.append("t", 0, txn([b"c"], epoch=0, seq=2))  # 3, aborted
+    log.append("t", 0, end(ControlType.ABORT, 1))  # 4
+    log.append("t", 0, txn([b"d"], epoch=1, seq=0))  # 5, committed
+    log.append("t", 0, end(ControlType.COMMIT, 2))  # 6
+    log.append("t", 0, txn([b"e"], epoch=2, seq=0))  # 7, still open
+    committed = log.consumer(auto_offset_reset="earliest", isolation_level="read_committed")
+    committed.assign([TP0])
+    assert [r.value for r in drain(committed)] == [b"plain", b"d"]
+    assert committed.position(TP0) == 7 and committed.end_offsets([TP0]) == {TP0: 7}
+    uncommitted = log.consumer(auto_offset_reset="earliest")
+    uncommitted.assign([TP0])
+    assert [r.value for r in drain(uncommitted)] == [b"a", b"b", b"plain", b"c", b"d", b"e"]
+    assert uncommitted.end_offsets([TP0]) == {TP0: 8}
+    fetched = log.fetch("t", 0, 0, isolation_level="read_committed")
+    assert fetched.last_stable_offset == 7 and fetched.aborted_transactions == ((77, 0),)
+    assert log.describe_topic("t").partitions[0].last_stable_offset == 7
+    log.append("t", 0, end(ControlType.COMMIT, 3))  # 8: the open transaction commits
+    assert [r.value for r in drain(committed)] == [b"e"]
+    latest = log.consumer(auto_offset_reset="latest", isolation_level="read_committed")
+    latest.assign([TP0])
+    assert latest.position(TP0) == 9
