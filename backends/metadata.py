@@ -1,6 +1,6 @@
 """The metadata store interface: topics and their configuration, consumer groups and their
-committed offsets (more tables come with later features: producers and transactions, the
-tiered-segment manifest, cleaner checkpoints, leases).
+committed offsets, transactional ids and producer ids (more tables come with later features:
+the tiered-segment manifest, cleaner checkpoints, leases).
 
 Every write is a compare-and-swap on a ``version`` column: a caller reads a row, then writes with
 the version it read as ``expected_version``; if another writer got there first the write raises
@@ -21,6 +21,7 @@ from logstore.backends.group_records import (
     GroupSnapshot,
     GroupUpdate,
 )
+from logstore.backends.txn_records import ProducerIdAllocator, TransactionRecord, TxnUpdate
 
 from logstore.types import TopicPartition
 
@@ -121,6 +122,36 @@ class MetadataStore(Protocol):
         self, group_id: str, partitions: Iterable[TopicPartition] | None = None
     ) -> dict[TopicPartition, CommittedOffset]:
         """Committed offsets of the group (of ``partitions`` only, if given)."""
+        ...
+
+    # --- transactions (see logstore.backends.txn_records) ------------------------------------
+
+    def update_transaction(
+        self,
+        transactional_id: str,
+        step: Callable[[TransactionRecord | None, ProducerIdAllocator], tuple[TxnUpdate, T]],
+    ) -> T:
+        """Atomically read the transactional id's record (None: unknown) under its lock, apply
+        ``step``'s update, return its result.
+
+        ``step`` is a pure function of the record, given an allocator of fresh producer ids that
+        works inside the same database transaction; it may raise to abort without writing.
+        Offsets in the update's ``commit_offsets`` become the groups' committed offsets in the
+        same transaction. Different ids do not block each other on PostgreSQL. Raises
+        InvalidArgumentError for an id that is not 1 to 255 characters.
+        """
+        ...
+
+    def read_transaction(self, transactional_id: str) -> TransactionRecord | None:
+        """The record of a transactional id (no lock), or None if it does not exist."""
+        ...
+
+    def list_transactions(self, states: Iterable[str] | None = None) -> list[TransactionRecord]:
+        """Every transactional id's record (in ``states`` only, if given), sorted by id."""
+        ...
+
+    def allocate_producer_id(self) -> int:
+        """A producer id never handed out before, by any process or host (from 1000 up)."""
         ...
 
     def close(self) -> None:

@@ -21,6 +21,14 @@ Tables:
     machine, one row per member (``protocols`` is a JSON list of ``[name, base64 metadata]``;
     ``assignment`` is opaque bytes) and the group's committed offsets. Written only through
     ``SqlMetadataStore.update_group``, under the group's lock.
+``transactions``
+    One row per transactional id (see ``logstore.backends.txn_records``): the producer's
+    identity, the transaction state machine, ``partitions`` (a JSON list of ``[topic,
+    partition]``) and ``pending_offsets`` (a JSON object: group id -> list of ``[topic,
+    partition, offset, leader_epoch, metadata, commit_ms]``). Written only through
+    ``SqlMetadataStore.update_transaction``, under the transactional id's lock.
+``producer_ids``
+    Exactly one row (``id`` = 1): the next producer id to hand out, incremented atomically.
 """
 
 from __future__ import annotations
@@ -46,6 +54,12 @@ GROUP_ID_MAX_LENGTH = 255
 
 #: The primary key of the single ``metadata_changes`` row.
 CHANGES_ROW_ID = 1
+
+#: Kafka's limit on transactional id length.
+TRANSACTIONAL_ID_MAX_LENGTH = 255
+
+#: The primary key of the single ``producer_ids`` row.
+PRODUCER_IDS_ROW_ID = 1
 
 # Deterministic constraint names keep future ALTERs (and SQLite batch migrations, which
 # recreate tables) able to refer to constraints by name on every dialect.
@@ -121,4 +135,33 @@ committed_offsets = Table(
     Column("metadata", Text, nullable=False),
     Column("commit_ms", BigInteger, nullable=False),
     PrimaryKeyConstraint("group_id", "topic", "partition"),
+)
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("transactional_id", String(TRANSACTIONAL_ID_MAX_LENGTH), primary_key=True),
+    Column("producer_id", BigInteger, nullable=False),
+    Column("producer_epoch", Integer, nullable=False),
+    Column("state", String(32), nullable=False, index=True),
+    Column("timeout_ms", Integer, nullable=False),
+    Column("partitions", Text, nullable=False),
+    Column("pending_offsets", Text, nullable=False),
+    Column("start_ms", BigInteger, nullable=False),
+    Column("update_ms", BigInteger, nullable=False),
+    Column("last_bump", String(16), nullable=False),
+    Column("previous_producer_id", BigInteger, nullable=False),
+    Column("previous_epoch", Integer, nullable=False),
+    Column("next_producer_id", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+    CheckConstraint("producer_epoch >= 0 AND producer_epoch <= 32767", name="epoch_range"),
+    CheckConstraint("version >= 1", name="version_positive"),
+)
+
+producer_ids = Table(
+    "producer_ids",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("next_producer_id", BigInteger, nullable=False),
+    CheckConstraint(f"id = {PRODUCER_IDS_ROW_ID}", name="single_row"),
 )

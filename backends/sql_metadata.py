@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, NoReturn, TypeVar
 
-from logstore.backends import migrate, sql_groups
+from logstore.backends import migrate, sql_groups, sql_transactions
 from logstore.backends.group_records import (
     CommittedOffset,
     GroupRecord,
@@ -45,6 +45,7 @@ from logstore.backends.schema import (
     metadata_changes,
     topics,
 )
+from logstore.backends.txn_records import ProducerIdAllocator, TransactionRecord, TxnUpdate
 from sqlalchemy import Connection, Engine, Row, create_engine, delete, event, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
@@ -438,6 +439,25 @@ class SqlMetadataStore:
         self, group_id: str, partitions: Iterable[TopicPartition] | None = None
     ) -> dict[TopicPartition, CommittedOffset]:
         return sql_groups.fetch_offsets(self, group_id, partitions)
+
+    # --- transactions (implemented in sql_transactions) ---------------------------------------
+
+    def update_transaction(
+        self,
+        transactional_id: str,
+        step: Callable[[TransactionRecord | None, ProducerIdAllocator], tuple[TxnUpdate, T]],
+    ) -> T:
+        """See :meth:`MetadataStore.update_transaction`."""
+        return sql_transactions.update_transaction(self, transactional_id, step)
+
+    def read_transaction(self, transactional_id: str) -> TransactionRecord | None:
+        return sql_transactions.read_transaction(self, transactional_id)
+
+    def list_transactions(self, states: Iterable[str] | None = None) -> list[TransactionRecord]:
+        return sql_transactions.list_transactions(self, states)
+
+    def allocate_producer_id(self) -> int:
+        return sql_transactions.allocate_producer_id(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

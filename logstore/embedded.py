@@ -333,8 +333,10 @@ class Log:
         """Abort transactions open past their timeout and finish prepared ones (a producer
         that crashed mid-commit); returns the transactional ids aborted."""
         self._ensure_open()
-        aborted = self.transaction_coordinator.abort_timed_out()
-        self.transaction_coordinator.complete_pending()
+        try:
+            aborted = self.transaction_coordinator.abort_timed_out()
+        finally:  # each pass tries everything; one failure must not skip the other
+            self.transaction_coordinator.complete_pending()
         return aborted
 
     def _recover_transactions(self) -> None:

@@ -63,6 +63,7 @@ class TransactionManager:
         self.producer_id = -1
         self.epoch = -1
         self._partitions: set[TopicPartition] = set()
+        self._offsets_sent = False
         self._error: LogstoreError | None = None
 
     def init(self) -> None:
@@ -80,6 +81,7 @@ class TransactionManager:
             self._require(READY, "begin_transaction()")
             self.state = IN_TRANSACTION
             self._partitions = set()
+            self._offsets_sent = False
             self._error = None
         self._sender.take_failures()
 
@@ -111,6 +113,7 @@ class TransactionManager:
             self._call(lambda: self._coordinator.add_offsets(
                 self.transactional_id, self.producer_id, self.epoch, group_id, stored,
                 member_id=member_id, generation=generation))
+            self._offsets_sent = True
 
     def commit(self, flush: Callable[[], None]) -> None:
         with self._lock:
@@ -127,6 +130,9 @@ class TransactionManager:
                 raise TransactionAbortedError(
                     f"{len(failures)} batch(es) of the transaction failed ({failures[0]}): abort "
                     "the transaction") from failures[0]
+            if not self._partitions and not self._offsets_sent:
+                self.state = READY  # nothing was written: nothing to commit
+                return
             identity = self._call(lambda: self._coordinator.end_transaction(
                 self.transactional_id, self.producer_id, self.epoch, commit=True))
         self._adopt(identity.producer_id, identity.epoch)
@@ -148,6 +154,7 @@ class TransactionManager:
             self.producer_id, self.epoch = producer_id, epoch
             self.state = READY
             self._partitions = set()
+            self._offsets_sent = False
             self._error = None
 
     def _call(self, operation: Callable[[], object]):  # type: ignore[no-untyped-def]

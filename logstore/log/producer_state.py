@@ -20,8 +20,8 @@ Rules for a batch with producer id >= 0 (``epoch`` and ``base_sequence`` from it
   (producer id, first offset, marker offset) for read_committed readers. Markers are written by
   the transaction coordinator with the epoch it bumped at the end of the transaction (KIP-890),
   so they also fence any late batch of the old epoch. A marker whose epoch is not newer than the
-  stored one while no transaction is ongoing is a duplicate (a coordinator redoing its work) and
-  is skipped.
+  stored one is a duplicate (a coordinator redoing its work, possibly after the producer began
+  its next transaction at that epoch) and is skipped.
 
 Values are immutable; nothing here is thread-aware.
 """
@@ -116,12 +116,12 @@ def apply(
     seen_ms = header.max_timestamp if now_ms is None else now_ms
     last_offset = base_offset + header.last_offset_delta
     if header.is_control:
-        if current is not None and epoch <= current.epoch and current.txn_first_offset is None:
+        # A genuine marker is always newer than every batch of its transaction (the
+        # coordinator bumps the epoch to end it), so one that is not newer than the stored
+        # epoch is a coordinator redoing finished work: it must not end the producer's next
+        # transaction, which already runs at that epoch.
+        if current is not None and epoch <= current.epoch:
             return Outcome(None, skip=True)
-        if check and current is not None and epoch < current.epoch:
-            raise ProducerFencedError(
-                f"marker of producer {producer_id} with epoch {epoch}, but epoch "
-                f"{current.epoch} is current")
         first = current.txn_first_offset if current is not None else None
         aborted = None
         if control_type == 0 and first is not None:

@@ -41,7 +41,12 @@ def test_one_line_per_batch(run, three_batches) -> None:
     assert all(b["isvalid"] == "true" and b["magic"] == "2" for b in batches)
     assert all(b["compresscodec"] == "none" and b["isTransactional"] == "false"
                for b in batches)
-    assert all(b["producerId"] == "-1" and b["baseSequence"] == "-1" for b in batches)
+    # Producers are idempotent by default: each batch carries its producer's id (the fixture
+    # uses a new producer per batch) and the sequence numbers of its records.
+    assert len({b["producerId"] for b in batches}) == 3
+    assert all(int(b["producerId"]) >= 0 and b["producerEpoch"] == "0" for b in batches)
+    assert [(b["baseSequence"], b["lastSequence"]) for b in batches] == [
+        ("0", "1"), ("0", "2"), ("0", "0")]
     assert all("CreateTime" in b and b["segment"] == "0" for b in batches)
     positions = [int(b["position"]) for b in batches]
     sizes = [int(b["size"]) for b in batches]

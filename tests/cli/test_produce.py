@@ -147,7 +147,7 @@ def test_delivery_error_is_reported_once(run, api, monkeypatch) -> None:
     def broken(self: PartitionLog, batches: object, **options: object) -> None:
         raise StorageError("disk on fire")
 
-    monkeypatch.setattr(PartitionLog, "append_many", broken)
+    monkeypatch.setattr(PartitionLog, "append_each", broken)
     result = run("produce", "t", input=b"a\nb\nc\n")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [

@@ -77,10 +77,10 @@ def test_describe_text_shows_offsets_and_configs(run, api, produce) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("topic: t  id: ") and lines[0].endswith("partitions: 2")
     assert lines[1].split() == ["PARTITION", "LOG_START_OFFSET", "LOG_END_OFFSET",
-                                "HIGH_WATERMARK", "BYTES", "SEGMENTS"]
+                                "HIGH_WATERMARK", "LAST_STABLE_OFFSET", "BYTES", "SEGMENTS"]
     row0, row1 = lines[2].split(), lines[3].split()
-    assert row0 == ["0", "0", "0", "0", "0", "1"]
-    assert row1[:4] == ["1", "0", "3", "3"] and int(row1[4]) > 0 and row1[5] == "1"
+    assert row0 == ["0", "0", "0", "0", "0", "0", "1"]
+    assert row1[:5] == ["1", "0", "3", "3", "3"] and int(row1[5]) > 0 and row1[6] == "1"
     assert lines[4] == "configs:"
     assert "  retention.ms=5000" in lines
     assert "  cleanup.policy=delete" in lines

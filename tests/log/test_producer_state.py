@@ -168,3 +168,14 @@ def test_truncation_rebuilds_producer_state_and_the_aborted_index(partitions):
     assert (state.epoch, state.txn_first_offset) == (0, 0)
     assert log.read(0, max_bytes=1 << 20, isolation=IsolationLevel.READ_COMMITTED).batches == []
     assert log.append(batch([b"a"], seq=0, txn=True)).duplicate, "state as before the marker"
+
+
+def test_a_late_duplicate_marker_does_not_end_the_next_transaction(partitions):
+    log = partitions.open()
+    log.append(batch([b"n"], seq=0, txn=True))
+    log.append(marker(ControlType.COMMIT, epoch=1))  # transaction N ends; the epoch is now 1
+    log.append(batch([b"n+1"], seq=0, epoch=1, txn=True))  # transaction N+1 at epoch 1
+    stable = log.last_stable_offset
+    # Another process finishing transaction N again writes its marker once more:
+    assert log.append(marker(ControlType.COMMIT, epoch=1)).duplicate
+    assert log.last_stable_offset == stable == 2, "transaction N+1 must still be open"
