@@ -37,6 +37,7 @@ from logstore.cli.output import example, one_line
 from logstore.cli.produce import produce
 from logstore.cli.tail import tail
 from logstore.cli.topics import topics
+from logstore.cli.transactions import transactions
 from logstore.embedded import default_metadata_url
 from logstore.errors import LogstoreError
 
@@ -184,7 +185,7 @@ def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for _command in (topics, groups, produce, tail, dump, demo, db, maintenance):
+for _command in (topics, groups, transactions, produce, tail, dump, demo, db, maintenance):
     cli.add_command(_command)
 
 

@@ -34,6 +34,7 @@ def description_json(description: TopicDescription) -> dict[str, object]:
                 "log_start_offset": p.log_start_offset,
                 "log_end_offset": p.log_end_offset,
                 "high_watermark": p.high_watermark,
+                "last_stable_offset": p.last_stable_offset,
                 "size_bytes": p.size_bytes,
                 "segment_count": p.segment_count,
             }
@@ -96,10 +97,10 @@ def describe(state: CliState, name: str, fmt: str) -> None:
     click.echo(f"topic: {description.name}  id: {description.topic_id}  "
                f"partitions: {description.partition_count}")
     click.echo(table(
-        ["PARTITION", "LOG_START_OFFSET", "LOG_END_OFFSET", "HIGH_WATERMARK", "BYTES",
-         "SEGMENTS"],
-        [(p.partition, p.log_start_offset, p.log_end_offset, p.high_watermark, p.size_bytes,
-          p.segment_count) for p in description.partitions],
+        ["PARTITION", "LOG_START_OFFSET", "LOG_END_OFFSET", "HIGH_WATERMARK",
+         "LAST_STABLE_OFFSET", "BYTES", "SEGMENTS"],
+        [(p.partition, p.log_start_offset, p.log_end_offset, p.high_watermark,
+          p.last_stable_offset, p.size_bytes, p.segment_count) for p in description.partitions],
     ))
     click.echo("configs:")
     for key, value in description.config.items():

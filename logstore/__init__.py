@@ -16,6 +16,7 @@ from logstore.types import (
     GroupDescription,
     GroupListing,
     Header,
+    ConsumerGroupMetadata,
     IsolationLevel,
     MemberDescription,
     OffsetAndMetadata,
@@ -26,6 +27,7 @@ from logstore.types import (
     RetentionReport,
     TopicDescription,
     TopicPartition,
+    TransactionDescription,
 )
 
 from logstore.client.consumer import Consumer
@@ -38,11 +40,12 @@ from logstore.embedded import Log, open
 __version__ = "0.1.0"
 
 __all__ = [
-    "AppendResult", "Clock", "Consumer", "ConsumerRebalanceListener", "ConsumerRecord",
+    "AppendResult", "Clock", "Consumer", "ConsumerGroupMetadata", "ConsumerRebalanceListener",
+    "ConsumerRecord",
     "FetchResult", "GroupDescription", "GroupListing", "Header", "IsolationLevel", "Log",
     "ManualClock", "MemberDescription", "OffsetAndMetadata", "OffsetAndTimestamp",
     "PartitionDescription", "PartitionLag",
     "Producer", "RecordFuture", "RecordMetadata", "RetentionReport", "SystemClock",
-    "TopicDescription", "TopicPartition", "errors", "open",
+    "TopicDescription", "TopicPartition", "TransactionDescription", "errors", "open",
     *errors.__all__,
 ]

@@ -41,6 +41,7 @@ from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
 from logstore.records.control import ControlType, build_control_batch
 from logstore.topic_cache import TopicCache
+from logstore.backends.txn_records import TransactionRecord
 from logstore.types import (
     AppendResult,
     FetchResult,
@@ -52,6 +53,7 @@ from logstore.types import (
     RetentionReport,
     TopicDescription,
     TopicPartition,
+    TransactionDescription,
 )
 
 _log = logging.getLogger("logstore")
@@ -225,6 +227,25 @@ class Log:
         self._ensure_open()
         return self._groups.plan_offset_reset(group_id, topic, partitions=partitions, mode=mode,
                                               value=value)
+
+    # --- transactions (admin) -----------------------------------------------------------------
+
+    def list_transactions(self) -> list[TransactionDescription]:
+        """Every transactional id with its state (like kafka-transactions list)."""
+        self._ensure_open()
+        return [_describe(r) for r in self.transaction_coordinator.list_transactions()]
+
+    def describe_transaction(self, transactional_id: str) -> TransactionDescription:
+        """One transactional id: identity, state, open transaction's partitions and offsets.
+        Raises TransactionalIdNotFoundError."""
+        self._ensure_open()
+        return _describe(self.transaction_coordinator.describe_transaction(transactional_id))
+
+    def abort_transaction(self, transactional_id: str) -> TransactionDescription:
+        """Abort a hanging transaction now (its producer is fenced until it aborts too);
+        nothing happens to a transactional id without an open transaction."""
+        self._ensure_open()
+        return _describe(self.transaction_coordinator.force_abort(transactional_id))
 
     # --- clients -----------------------------------------------------------------------------
 
@@ -416,3 +437,19 @@ class Log:
 
     def __repr__(self) -> str:
         return f"<logstore.Log {self.path}>"
+
+
+def _describe(record: TransactionRecord) -> TransactionDescription:
+    return TransactionDescription(
+        transactional_id=record.transactional_id,
+        producer_id=record.producer_id,
+        producer_epoch=record.producer_epoch,
+        state=record.state,
+        timeout_ms=record.timeout_ms,
+        start_ms=record.start_ms,
+        last_update_ms=record.update_ms,
+        partitions=frozenset(record.partitions),
+        pending_offsets={group: {tp: o.offset for tp, o in offsets.items()}
+                         for group, offsets in record.pending_offsets.items()},
+    )
+

@@ -204,3 +204,22 @@ class PartitionLag:
     log_end_offset: int
     lag: int | None
     member_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionDescription:
+    """A transactional id as the coordinator stores it (``logstore transactions describe``).
+
+    ``start_ms`` is when the open transaction began (-1: none is open); ``partitions`` and
+    ``pending_offsets`` (group -> partition -> offset) belong to it.
+    """
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    state: str
+    timeout_ms: int
+    start_ms: int
+    last_update_ms: int
+    partitions: frozenset[TopicPartition]
+    pending_offsets: Mapping[str, Mapping[TopicPartition, int]]
