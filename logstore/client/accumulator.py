@@ -233,9 +233,12 @@ class RecordAccumulator:
     def wait_for_work(self, timeout_s: float | None) -> None:
         """Block the sender until a batch may be ready, or ``timeout_s`` passes."""
         with self._lock:
-            if self._flushes or self._closing:
-                return
-            if any(len(q) > 1 or q[0].is_full() for q in self._queues()):
+            queues = self._queues()
+            # Only queued batches can be ready: while a flush (or close) waits for batches
+            # that are already being appended, returning at once would spin this thread and
+            # starve the waiting thread of the GIL.
+            if queues and (self._flushes or self._closing or any(
+                    len(q) > 1 or q[0].is_full() for q in queues)):
                 return
             self._ready.wait(timeout_s)
 
