@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -218,7 +219,7 @@ def test_roundrobin_balances_identical_subscriptions(group) -> None:
     assert max(loads) - min(loads) <= 1
 
 
-def test_assignments_do_not_depend_on_hash_seed() -> None:
+def test_assignments_do_not_depend_on_hash_seed(tmp_path: Path) -> None:
     """Set and dict iteration order changes with PYTHONHASHSEED; the result must not."""
     script = (
         "import json, random\n"
@@ -238,6 +239,7 @@ def test_assignments_do_not_depend_on_hash_seed() -> None:
         subprocess.run(
             [sys.executable, "-c", script],
             env={**os.environ, "PYTHONHASHSEED": seed},
+            cwd=tmp_path,  # not the repository root, whose folders would shadow the package
             capture_output=True,
             text=True,
             check=True,
