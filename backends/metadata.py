@@ -1,10 +1,14 @@
 """The metadata store interface: topics and their configuration, consumer groups and their
-committed offsets, transactional ids and producer ids (more tables come with later features:
-the tiered-segment manifest, cleaner checkpoints, leases).
+committed offsets, transactional ids and producer ids, named leases and the log cleaner's
+checkpoints (the tiered-segment manifest comes with a later feature).
 
 Every write is a compare-and-swap on a ``version`` column: a caller reads a row, then writes with
 the version it read as ``expected_version``; if another writer got there first the write raises
 :class:`~logstore.errors.StaleVersionError` and changes nothing.
+
+Leases are the exception to version CAS in the interface: a :class:`Lease` is fenced by its
+``epoch`` instead (the store still compare-and-swaps rows internally), see
+:mod:`logstore.backends.cleaner_records`.
 
 Implementations translate their driver's exceptions into :mod:`logstore.errors` and are
 thread-safe. ``SqlMetadataStore`` (SQLAlchemy Core; SQLite or PostgreSQL) is the only one today.
@@ -15,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Protocol, TypeVar, runtime_checkable
 
+from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
 from logstore.backends.group_records import (
     CommittedOffset,
     GroupRecord,
@@ -83,7 +88,8 @@ class MetadataStore(Protocol):
         ...
 
     def delete_topic(self, name: str, *, expected_version: int | None = None) -> TopicRecord:
-        """Delete the topic row and return what was deleted.
+        """Delete the topic row, and its cleaner checkpoints in the same transaction; return
+        what was deleted.
 
         Raises UnknownTopicOrPartitionError if it does not exist, StaleVersionError if
         ``expected_version`` is given and differs.
@@ -152,6 +158,72 @@ class MetadataStore(Protocol):
 
     def allocate_producer_id(self) -> int:
         """A producer id never handed out before, by any process or host (from 1000 up)."""
+        ...
+
+    # --- leases and cleaner checkpoints (see logstore.backends.cleaner_records) ---------------
+
+    def acquire_lease(
+        self, name: str, holder: str, *, now_ms: int, duration_ms: int
+    ) -> Lease | None:
+        """Take the lease ``name`` for ``holder`` until ``now_ms + duration_ms``, or return None
+        if another holder holds it unexpired (``expires_ms > now_ms``).
+
+        A lease that is absent, released or expired is taken with the next epoch (1 for a name
+        never leased before). If ``holder`` itself still holds it unexpired, this is a
+        re-acquire: same epoch and ``acquired_ms``, ``expires_ms`` extended as by
+        :meth:`renew_lease`. So a holder string must name one incarnation of one worker.
+        Atomic across threads, processes and hosts: of concurrent acquirers at most one gets a
+        lease for a given epoch. Raises InvalidArgumentError for a name or holder that is not 1
+        to 255 characters, a negative ``now_ms`` or a ``duration_ms`` below 1, and (retriable)
+        StaleVersionError if the row kept changing under it.
+        """
+        ...
+
+    def renew_lease(self, lease: Lease, *, now_ms: int, duration_ms: int) -> Lease:
+        """Extend the lease to ``now_ms + duration_ms`` (same epoch) and return it as stored.
+
+        Works on an expired lease nobody took over yet. Raises LeaseLostError if the lease row
+        no longer has ``lease``'s holder and epoch (taken over, released or re-acquired after
+        expiry).
+        """
+        ...
+
+    def release_lease(self, lease: Lease) -> None:
+        """Release the lease (it becomes free at once; the next acquisition gets epoch + 1).
+
+        Idempotent, and does nothing if the lease was already lost.
+        """
+        ...
+
+    def read_lease(self, name: str) -> Lease | None:
+        """The lease as held (possibly expired), or None if it was never taken or is released."""
+        ...
+
+    def list_leases(self, prefix: str = "") -> list[Lease]:
+        """Every held lease (possibly expired) whose name starts with ``prefix``, by name."""
+        ...
+
+    def cleaner_checkpoints(self, topic_id: str) -> dict[int, CleanerCheckpoint]:
+        """The cleaner checkpoints of a topic incarnation, by partition (empty if none)."""
+        ...
+
+    def set_cleaner_checkpoint(
+        self,
+        topic_id: str,
+        partition: int,
+        offset: int,
+        *,
+        updated_ms: int,
+        lease: Lease | None = None,
+    ) -> CleanerCheckpoint:
+        """Write (insert or replace) the cleaner checkpoint of a partition and return it.
+
+        With ``lease``, the lease row's holder and epoch are checked in the same transaction
+        and LeaseLostError is raised, with nothing written, if they no longer match. Raises
+        UnknownTopicOrPartitionError if no topic has ``topic_id`` or it has no such partition
+        (so no checkpoint outlives its topic: :meth:`delete_topic` deletes them), and
+        InvalidArgumentError for a negative partition, offset or ``updated_ms``.
+        """
         ...
 
     def close(self) -> None:

@@ -29,6 +29,16 @@ Tables:
     ``SqlMetadataStore.update_transaction``, under the transactional id's lock.
 ``producer_ids``
     Exactly one row (``id`` = 1): the next producer id to hand out, incremented atomically.
+``leases``
+    One row per named lease (see ``logstore.backends.cleaner_records``; the log cleaner's are
+    ``compactor/<topic_id>/<partition>``). ``holder`` is NULL while the lease is released;
+    ``epoch`` is the fencing token (1 at the first acquisition, +1 at every acquisition after
+    a release or expiry, unchanged by renewals); ``version`` is the compare-and-swap counter,
+    bumped by every write. Rows are never deleted, so epochs never go back.
+``cleaner_checkpoints``
+    How far the log of each partition is clean (Kafka's cleaner-offset-checkpoint), keyed by
+    the topic's incarnation id (``topics.topic_id``) and partition. Deleted together with the
+    topic row, in the same transaction.
 """
 
 from __future__ import annotations
@@ -60,6 +70,9 @@ TRANSACTIONAL_ID_MAX_LENGTH = 255
 
 #: The primary key of the single ``producer_ids`` row.
 PRODUCER_IDS_ROW_ID = 1
+
+#: Longest lease name and lease holder.
+LEASE_NAME_MAX_LENGTH = 255
 
 # Deterministic constraint names keep future ALTERs (and SQLite batch migrations, which
 # recreate tables) able to refer to constraints by name on every dialect.
@@ -164,4 +177,29 @@ producer_ids = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("next_producer_id", BigInteger, nullable=False),
     CheckConstraint(f"id = {PRODUCER_IDS_ROW_ID}", name="single_row"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(LEASE_NAME_MAX_LENGTH), primary_key=True),
+    Column("holder", String(LEASE_NAME_MAX_LENGTH), nullable=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("acquired_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+    CheckConstraint("epoch >= 1", name="epoch_positive"),
+    CheckConstraint("version >= 1", name="version_positive"),
+)
+
+cleaner_checkpoints = Table(
+    "cleaner_checkpoints",
+    metadata,
+    Column("topic_id", String(36), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("checkpoint_offset", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("topic_id", "partition"),
+    CheckConstraint("partition >= 0", name="partition_non_negative"),
+    CheckConstraint("checkpoint_offset >= 0", name="offset_non_negative"),
 )

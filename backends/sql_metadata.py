@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, NoReturn, TypeVar
 
-from logstore.backends import migrate, sql_groups, sql_transactions
+from logstore.backends import migrate, sql_cleaner, sql_groups, sql_transactions
+from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
 from logstore.backends.group_records import (
     CommittedOffset,
     GroupRecord,
@@ -389,7 +390,8 @@ class SqlMetadataStore:
         return _to_record(row)
 
     def delete_topic(self, name: str, *, expected_version: int | None = None) -> TopicRecord:
-        """Delete the topic row and return what was deleted.
+        """Delete the topic row, and its cleaner checkpoints in the same transaction; return
+        what was deleted.
 
         Raises UnknownTopicOrPartitionError if it does not exist, StaleVersionError if
         ``expected_version`` is given and differs.
@@ -403,6 +405,7 @@ class SqlMetadataStore:
             row = conn.execute(statement.returning(*topics.c)).one_or_none()
             if row is None:
                 _raise_cas_failure(conn, name, expected_version)
+            sql_cleaner.delete_checkpoints(conn, row.topic_id)
             _bump_changes(conn)
         return _to_record(row)
 
@@ -458,6 +461,38 @@ class SqlMetadataStore:
 
     def allocate_producer_id(self) -> int:
         return sql_transactions.allocate_producer_id(self)
+
+    # --- leases and cleaner checkpoints (implemented in sql_cleaner) --------------------------
+
+    def acquire_lease(
+        self, name: str, holder: str, *, now_ms: int, duration_ms: int
+    ) -> Lease | None:
+        """See :meth:`MetadataStore.acquire_lease` (and :mod:`.sql_cleaner` for how)."""
+        return sql_cleaner.acquire_lease(self, name, holder, now_ms=now_ms, duration_ms=duration_ms)
+
+    def renew_lease(self, lease: Lease, *, now_ms: int, duration_ms: int) -> Lease:
+        return sql_cleaner.renew_lease(self, lease, now_ms=now_ms, duration_ms=duration_ms)
+
+    def release_lease(self, lease: Lease) -> None:
+        sql_cleaner.release_lease(self, lease)
+
+    def read_lease(self, name: str) -> Lease | None:
+        return sql_cleaner.read_lease(self, name)
+
+    def list_leases(self, prefix: str = "") -> list[Lease]:
+        return sql_cleaner.list_leases(self, prefix)
+
+    def cleaner_checkpoints(self, topic_id: str) -> dict[int, CleanerCheckpoint]:
+        return sql_cleaner.cleaner_checkpoints(self, topic_id)
+
+    def set_cleaner_checkpoint(
+        self, topic_id: str, partition: int, offset: int, *, updated_ms: int,
+        lease: Lease | None = None,
+    ) -> CleanerCheckpoint:
+        """See :meth:`MetadataStore.set_cleaner_checkpoint`."""
+        return sql_cleaner.set_cleaner_checkpoint(
+            self, topic_id, partition, offset, updated_ms=updated_ms, lease=lease
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -53,11 +53,21 @@ def _choice(*choices: str) -> Callable[[str], str]:
 
 def _cleanup_policy(text: str) -> str:
     parts = [p.strip() for p in text.split(",") if p.strip()]
-    if parts != ["delete"]:
+    if not parts or len(set(parts)) != len(parts) or not set(parts) <= {"delete", "compact"}:
         raise ValueError(
-            f"only 'delete' is supported (log compaction is not implemented yet); got {text!r}"
+            f"must be 'delete', 'compact' or 'compact,delete'; got {text!r}"
         )
-    return ",".join(parts)
+    return ",".join(sorted(parts))
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be between 0 and 1, got {value}")
+    return value
 
 
 TOPIC_CONFIG_KEYS: dict[str, ConfigKey] = {
@@ -67,7 +77,36 @@ TOPIC_CONFIG_KEYS: dict[str, ConfigKey] = {
             "cleanup.policy",
             "delete",
             _cleanup_policy,
-            "What to do with old segments: 'delete' drops them by retention.ms / retention.bytes.",
+            "What to do with old segments: 'delete' drops them by retention.ms / "
+            "retention.bytes; 'compact' keeps at least the latest record of every key (the log "
+            "cleaner, `logstore compact`); 'compact,delete' does both.",
+        ),
+        ConfigKey(
+            "min.cleanable.dirty.ratio",
+            "0.5",
+            _ratio,
+            "Compact a partition once its dirty (not yet cleaned) bytes are at least this share "
+            "of its cleanable bytes.",
+        ),
+        ConfigKey(
+            "min.compaction.lag.ms",
+            "0",
+            _long(0),
+            "Never compact a record younger than this (by the timestamps of its segment).",
+        ),
+        ConfigKey(
+            "max.compaction.lag.ms",
+            str(_LONG_MAX),
+            _long(1),
+            "Compact a partition, whatever its dirty ratio, once a dirty record is this old; "
+            "also rolls the active segment of a compacted topic at this age.",
+        ),
+        ConfigKey(
+            "delete.retention.ms",
+            "86400000",
+            _long(0),
+            "How long tombstones (and transaction markers) stay readable after the cleaner "
+            "first cleaned their batch, so slow consumers still see the deletion.",
         ),
         ConfigKey(
             "retention.ms",
@@ -148,6 +187,10 @@ class TopicConfig:
     max_message_bytes: int
     log_append_time: bool
     fsync: bool
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = _LONG_MAX
+    delete_retention_ms: int = 86_400_000
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, str]) -> TopicConfig:
@@ -163,12 +206,30 @@ class TopicConfig:
             max_message_bytes=int(values["max.message.bytes"]),  # type: ignore[call-overload]
             log_append_time=values["message.timestamp.type"] == "LogAppendTime",
             fsync=values["durability"] == "fsync",
+            min_cleanable_dirty_ratio=float(values["min.cleanable.dirty.ratio"]),  # type: ignore[arg-type]
+            min_compaction_lag_ms=int(values["min.compaction.lag.ms"]),  # type: ignore[call-overload]
+            max_compaction_lag_ms=int(values["max.compaction.lag.ms"]),  # type: ignore[call-overload]
+            delete_retention_ms=int(values["delete.retention.ms"]),  # type: ignore[call-overload]
         )
 
     @property
     def deletes(self) -> bool:
         """True when retention may delete segments."""
         return "delete" in self.cleanup_policy.split(",")
+
+    @property
+    def compacts(self) -> bool:
+        """True when the log cleaner keeps the latest record per key (``compact`` policy)."""
+        return "compact" in self.cleanup_policy.split(",")
+
+    @property
+    def max_segment_ms(self) -> int:
+        """The age at which the active segment rolls: ``segment.ms``, or for a compacted topic
+        at most ``max.compaction.lag.ms`` (records in the active segment are never cleaned,
+        so it must roll for the lag bound to hold), as Kafka does."""
+        if self.compacts:
+            return min(self.segment_ms, self.max_compaction_lag_ms)
+        return self.segment_ms
 
 
 DEFAULT_TOPIC_CONFIG = TopicConfig.from_overrides({})

@@ -18,10 +18,11 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from logstore.admin import TopicAdmin, validate_topic_name
 from logstore.backends import open_metadata_store
+from logstore.backends.metadata import MetadataStore
 from logstore.client.consumer import Consumer
 from logstore.client.producer import Producer
 from logstore.clock import SYSTEM_CLOCK, Clock
@@ -55,6 +56,9 @@ from logstore.types import (
     TopicPartition,
     TransactionDescription,
 )
+
+if TYPE_CHECKING:
+    from logstore.compaction.report import CompactionReport
 
 _log = logging.getLogger("logstore")
 
@@ -319,6 +323,12 @@ class Log:
             for tp, offset in offsets.items()
         }
 
+    @property
+    def metadata(self) -> MetadataStore:
+        """The metadata store (for tools such as the compaction job)."""
+        self._ensure_open()
+        return self._store
+
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         """The storage-level log of one partition (for tools and advanced use)."""
         self._ensure_open()
@@ -349,6 +359,25 @@ class Log:
             for partition in range(partition_count):
                 reports.append(self.partition_log(name, partition).enforce_retention())
         return reports
+
+    def compact(
+        self,
+        topic: str | None = None,
+        partition: int | None = None,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        **options: Any,
+    ) -> CompactionReport:
+        """Run the log cleaner once over the due partitions of every compacted topic (or of
+        ``topic``, or of one of its partitions); ``force`` cleans whatever is dirty. See
+        :func:`logstore.compaction.job.compact` for ``options``."""
+        self._ensure_open()
+        # The cleaner sits above the core (cli -> compaction -> core); this convenience is the
+        # one upward reference, imported late so the core never loads it otherwise.
+        from logstore.compaction.job import compact
+
+        return compact(self, topic, partition, dry_run=dry_run, force=force, **options)
 
     def run_transaction_maintenance(self) -> list[str]:
         """Abort transactions open past their timeout and finish prepared ones (a producer

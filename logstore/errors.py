@@ -142,6 +142,15 @@ class StaleVersionError(LogstoreError):
     retriable = True
 
 
+class LeaseLostError(StaleVersionError):
+    """A lease is no longer held by the caller: another holder took it over (after it expired)
+    or it was released, so its epoch is stale. Work fenced by that lease (e.g. a compactor's
+    checkpoint) was not written. Not retriable: the same call with the same lease can never
+    succeed; acquire the lease anew (with a new epoch) and redo the work."""
+
+    retriable = False
+
+
 # --- consumer groups -------------------------------------------------------------------------
 
 

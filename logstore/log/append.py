@@ -183,7 +183,7 @@ class AppendMixin:
         if (header.is_transactional or header.is_control) and header.producer_id < 0:
             raise InvalidRecordError("transactional and control batches need a producer id")
         control_type = None
-        if verify_records or header.is_control:
+        if verify_records or header.is_control or config.compacts:
             from logstore.records.reader import decode_batch
 
             _, records = decode_batch(batch, verify_crc=False)
@@ -192,6 +192,13 @@ class AppendMixin:
                     raise InvalidRecordError(
                         f"record {expected} has offset delta {record.offset}; deltas must be "
                         "0, 1, 2, ..."
+                    )
+                if config.compacts and record.key is None and not header.is_control:
+                    # As Kafka: the cleaner keeps the latest record *per key*, so a keyless
+                    # record on a compacted topic could never be kept or replaced.
+                    raise InvalidRecordError(
+                        f"topic {self.topic} is compacted (cleanup.policy="
+                        f"{config.cleanup_policy}): every record needs a key"
                     )
             if header.is_control:
                 if len(records) != 1:
@@ -214,7 +221,7 @@ class AppendMixin:
                         sealed = True
                     elif not state.is_empty and (
                         state.size_bytes + incoming > config.segment_bytes
-                        or now - state.created_ms >= config.segment_ms
+                        or now - state.created_ms >= config.max_segment_ms
                     ):
                         roll = True
                     else:

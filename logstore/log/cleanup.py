@@ -51,6 +51,7 @@ class CleanupMixin:
                 log_end_offset=high_watermark,
             )
         with self._lock.hold():
+            self._check_generation()
             state = self._state.advance_log_start(offset)
             self._delete_segments_below(state.log_start_offset)
         return state.log_start_offset
@@ -62,6 +63,9 @@ class CleanupMixin:
         deleted = bytes_deleted = 0
         if config.deletes:
             with self._lock.hold():
+                # Cached segment states are stale after another process's cleaner merged
+                # segments (a merged segment's range and newest timestamp grew).
+                self._check_generation()
                 self._rescan()
                 with self._meta_lock:
                     sealed_bases = self._bases[:-1]

@@ -23,6 +23,8 @@ Invariants:
   are unlinked, so a crash leaves at worst an orphan file that the next pass deletes.
 * Truncation records its target first and is redone by the next process to find it, so a crash
   in the middle never leaves a half-truncated log that takes appends.
+* The log cleaner rewrites sealed segments in place, one SQLite transaction per group of
+  segments, and bumps the generation (see ``rewrite``): readers see old or new contents.
 * The doorbell is rung only after a commit returns: inotify events on the ``-wal`` file itself
   fire before the commit is visible to readers, so waking on those would miss records.
 
@@ -46,6 +48,7 @@ from logstore.log.cleanup import CleanupMixin
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_state import PartitionLock, PartitionState
 from logstore.log.read import ReadMixin, ReadResult
+from logstore.log.rewrite import RewriteMixin
 from logstore.log.segment import (
     Segment,
     SegmentState,
@@ -58,11 +61,12 @@ from logstore.types import PartitionDescription
 DOORBELL_FILE = ".notify"
 
 
-class PartitionLog(AppendMixin, ReadMixin, CleanupMixin):
+class PartitionLog(AppendMixin, ReadMixin, CleanupMixin, RewriteMixin):
     """The local log of one partition. See the module docstring for the invariants.
 
     The append path is in ``append``, the read path in ``read``, deletion and truncation in
-    ``cleanup`` (mixins); this module holds the segment list, caches and lifecycle.
+    ``cleanup``, in-place rewriting for the log cleaner in ``rewrite`` (mixins); this module
+    holds the segment list, caches and lifecycle.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class PartitionLog(AppendMixin, ReadMixin, CleanupMixin):
             pending = self._state.get().truncating_to
             if pending is not None:
                 self._truncate_locked(pending)
+            self._resolve_merge_intent_locked()
             self._rescan()
             if not self._bases:
                 Segment.create(

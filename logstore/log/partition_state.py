@@ -8,7 +8,12 @@
           generation        -- bumped by every truncation; readers drop cached segment
                                connections when it changes
           truncating_to     -- NULL, or the target of a truncation in progress, so a crash in
-                               the middle is finished by the next process that takes the lock)
+                               the middle is finished by the next process that takes the lock
+          merge_intent      -- NULL, or JSON {"target": base, "merged": [bases]}: the log
+                               cleaner is merging the segments ``merged`` into ``target``;
+                               whoever finds it unlinks them if (and only if) ``target``'s
+                               committed range covers them, then clears it. Added after the
+                               first release: opening an older file adds the column.)
 
 ``<partition dir>/.lock`` is locked with ``flock`` by structural changes (rolling, truncating,
 deleting segments): they are rare, so appends and reads never take it on their fast path.
@@ -20,6 +25,7 @@ commits) and reload the row only when it moved.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import threading
 from contextlib import contextmanager
@@ -38,11 +44,20 @@ APPLICATION_ID = 0x4C475350  # "LGSP": a logstore partition state file
 
 
 @dataclass(frozen=True, slots=True)
+class MergeIntent:
+    """The cleaner is merging the segments ``merged`` into the segment ``target``."""
+
+    target: int
+    merged: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PartitionStateRow:
     topic_id: str
     log_start_offset: int
     generation: int
     truncating_to: int | None
+    merge_intent: MergeIntent | None = None
 
 
 class PartitionState:
@@ -63,9 +78,10 @@ class PartitionState:
                 f"PRAGMA application_id = {APPLICATION_ID};"
                 "CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 0), "
                 "topic_id TEXT NOT NULL, log_start_offset INTEGER NOT NULL, "
-                "generation INTEGER NOT NULL, truncating_to INTEGER)"
+                "generation INTEGER NOT NULL, truncating_to INTEGER, merge_intent TEXT)"
             )
-            conn.execute("INSERT INTO state VALUES (0, ?, ?, 0, NULL)", (topic_id, log_start_offset))
+            conn.execute("INSERT INTO state VALUES (0, ?, ?, 0, NULL, NULL)",
+                         (topic_id, log_start_offset))
 
         create_atomically(directory / STATE_FILE, initialize)
 
@@ -82,6 +98,7 @@ class PartitionState:
             conn.execute("PRAGMA synchronous = FULL")
             if conn.execute("PRAGMA application_id").get != APPLICATION_ID:
                 raise StorageError(f"{path} is not a logstore partition state file")
+            _add_merge_intent_column(conn)
         except apsw.Error as exc:
             conn.close()
             raise translate(exc, f"opening {path}") from exc
@@ -101,10 +118,15 @@ class PartitionState:
                 version = self._conn.execute("PRAGMA data_version").get
                 if self._cached is None or version != self._data_version:
                     row = self._conn.execute(
-                        "SELECT topic_id, log_start_offset, generation, truncating_to "
-                        "FROM state WHERE id = 0"
+                        "SELECT topic_id, log_start_offset, generation, truncating_to, "
+                        "merge_intent FROM state WHERE id = 0"
                     ).fetchone()
-                    self._cached = PartitionStateRow(*row)
+                    intent = None
+                    if row[4] is not None:
+                        parsed = json.loads(row[4])
+                        intent = MergeIntent(int(parsed["target"]),
+                                             tuple(int(b) for b in parsed["merged"]))
+                    self._cached = PartitionStateRow(*row[:4], intent)
                     self._data_version = version
                 return self._cached
             except apsw.Error as exc:
@@ -142,6 +164,34 @@ class PartitionState:
             "log_start_offset = ? WHERE id = 0",
             (log_start_offset,),
         )
+
+
+    def begin_merge(self, intent: MergeIntent) -> PartitionStateRow:
+        """Record that the cleaner is about to commit a merge into ``intent.target``."""
+        return self._write(
+            "UPDATE state SET merge_intent = ? WHERE id = 0",
+            (json.dumps({"target": intent.target, "merged": list(intent.merged)}),),
+        )
+
+    def finish_rewrite(self) -> PartitionStateRow:
+        """Clear any merge intent and bump the generation: segments were rewritten in place,
+        so every process drops its cached segment states and connections."""
+        return self._write(
+            "UPDATE state SET merge_intent = NULL, generation = generation + 1 WHERE id = 0", ()
+        )
+
+
+def _add_merge_intent_column(conn: apsw.Connection) -> None:
+    """Upgrade a state file made before ``merge_intent`` existed (idempotent, race-safe)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(state)")}
+    if "merge_intent" in columns:
+        return
+    try:
+        conn.execute("ALTER TABLE state ADD COLUMN merge_intent TEXT")
+    except apsw.SQLError:
+        # Another process added it first ("duplicate column name").
+        if "merge_intent" not in {row[1] for row in conn.execute("PRAGMA table_info(state)")}:
+            raise
 
 
 class PartitionLock:

@@ -138,6 +138,7 @@ class ReadMixin:
         aborted: list[AbortedTxn] = []
         total = 0
         position = offset
+        vanished = 0
         while position < end and total < max_bytes or (position < end and not batches):
             base = self._segment_base_for(position)
             if base is None:
@@ -145,15 +146,21 @@ class ReadMixin:
             try:
                 segment = self._reader(base)
             except FileNotFoundError:
-                # Deleted under us by retention in another process.
+                # Deleted under us by retention, or merged into its predecessor by the log
+                # cleaner, in another process: look again.
                 self._rescan()
                 log_start = self._state.get().log_start_offset
-                if position < log_start and not batches:
+                if position < log_start:
+                    if batches:
+                        break
                     raise OffsetOutOfRangeError(
                         f"offset {position} was deleted from {self} (log start {log_start})",
                         offset=position, log_start_offset=log_start, log_end_offset=log_end,
                     ) from None
-                break
+                vanished += 1
+                if vanished > _MAX_RETRIES:
+                    raise StorageError(f"{self}: segment list keeps changing") from None
+                continue
             with segment.lock:
                 with segment.read_transaction() as state:
                     got, size, next_position, limited = segment.read_from(
@@ -175,6 +182,19 @@ class ReadMixin:
     def _aborted_between(self: PartitionLog, start: int, end: int, stable: int) -> list[AbortedTxn]:
         """Aborted transactions with data in [start, end): their markers lie at or after
         ``start`` and (being stable) before ``stable``, in any segment from ``start`` on."""
+        for _ in range(_MAX_RETRIES):
+            found = self._aborted_in_segments(start, end, stable)
+            if found is not None:
+                return found
+            # A segment vanished: retention deleted it (nothing of [start, end) is left in
+            # it) or the log cleaner merged it into its predecessor. Look again.
+            self._rescan()
+        raise StorageError(f"{self}: segment list keeps changing")
+
+    def _aborted_in_segments(
+        self: PartitionLog, start: int, end: int, stable: int
+    ) -> list[AbortedTxn] | None:
+        """One pass of :meth:`_aborted_between`; None if a segment vanished meanwhile."""
         with self._meta_lock:
             bases = [b for b in self._bases if b <= stable]
         first = bisect.bisect_right(bases, start) - 1
@@ -183,7 +203,7 @@ class ReadMixin:
             try:
                 segment = self._reader(base)
             except FileNotFoundError:
-                continue
+                return None
             with segment.lock:
                 with segment.read_transaction():
                     found.extend(segment.aborted_between(start, end))

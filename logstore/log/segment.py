@@ -259,27 +259,35 @@ class Segment:
         """``BEGIN IMMEDIATE`` (waits for other writers, in any process), yield the current state,
         commit on normal exit and roll back on an exception.
         """
-        what = f"writing segment {self.path}"
+        state = self.begin_write()
+        try:
+            yield state
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def begin_write(self) -> SegmentState:
+        """``BEGIN IMMEDIATE`` and return the current state; end with :meth:`commit` or
+        :meth:`rollback` (for writers that decide late whether to commit, like the cleaner)."""
         try:
             self._conn.execute("BEGIN IMMEDIATE")
+            return self._state()
         except apsw.Error as exc:
-            raise translate(exc, what) from exc
-        try:
-            yield self._state()
-        except BaseException:
-            try:
-                self._conn.execute("ROLLBACK")
-            except apsw.Error:
-                pass
-            raise
+            self._rollback_quietly()
+            raise translate(exc, f"writing segment {self.path}") from exc
+
+    def commit(self) -> None:
+        """Commit the open write transaction (rolled back if the commit fails)."""
         try:
             self._conn.execute("COMMIT")
         except apsw.Error as exc:
-            try:
-                self._conn.execute("ROLLBACK")
-            except apsw.Error:
-                pass
-            raise translate(exc, what) from exc
+            self._rollback_quietly()
+            raise translate(exc, f"writing segment {self.path}") from exc
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if any."""
+        self._rollback_quietly()
 
     @contextmanager
     def read_transaction(self) -> Iterator[SegmentState]:
@@ -526,6 +534,106 @@ class Segment:
             self._conn.execute("DELETE FROM aborted_txns WHERE last_offset >= ?", (offset,))
         except apsw.Error as exc:
             raise translate(exc, f"truncating {self.path}") from exc
+
+    # --- in-place rewriting by the log cleaner (inside a write transaction) -------------------
+
+    def rows_after(self, offset: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` (base offset, data) rows with base offset > ``offset``, in order."""
+        try:
+            return list(self._conn.execute(
+                "SELECT base_offset, data FROM batches WHERE base_offset > ? "
+                "ORDER BY base_offset LIMIT ?", (offset, limit)))
+        except apsw.Error as exc:
+            raise translate(exc, f"reading {self.path}") from exc
+
+    def iter_rows(self) -> Iterator[tuple[int, bytes]]:
+        """Every (base offset, data) row in offset order, streamed (inside a transaction)."""
+        try:
+            yield from self._conn.execute(
+                "SELECT base_offset, data FROM batches ORDER BY base_offset")
+        except apsw.Error as exc:
+            raise translate(exc, f"reading {self.path}") from exc
+
+    def replace_row(self, base_offset: int, row: BatchRow | None) -> None:
+        """Delete the batch at ``base_offset`` (``row`` None) or overwrite it with ``row``
+        (same base offset). The summary row is not touched: see :meth:`set_summary`."""
+        try:
+            if row is None:
+                self._conn.execute("DELETE FROM batches WHERE base_offset = ?", (base_offset,))
+            else:
+                self._conn.execute(
+                    "UPDATE batches SET last_offset = ?, max_timestamp = ?, record_count = ?, "
+                    "producer_id = ?, attributes = ?, data = ? WHERE base_offset = ?",
+                    (row.last_offset, row.max_timestamp, row.record_count, row.producer_id,
+                     row.attributes, row.data, base_offset))
+        except apsw.Error as exc:
+            raise translate(exc, f"rewriting {self.path}") from exc
+
+    def insert_rows(self, rows: Sequence[BatchRow]) -> None:
+        """Insert batches without touching the summary row (see :meth:`set_summary`)."""
+        try:
+            self._conn.executemany(
+                "INSERT INTO batches(base_offset, last_offset, max_timestamp, record_count, "
+                "producer_id, attributes, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.base_offset, r.last_offset, r.max_timestamp, r.record_count, r.producer_id,
+                  r.attributes, r.data) for r in rows],
+            )
+        except apsw.Error as exc:
+            raise translate(exc, f"rewriting {self.path}") from exc
+
+    def set_summary(self, *, next_offset: int) -> SegmentState:
+        """Recompute size, max timestamp and last offset from the batches and set the
+        successor's base offset (a sealed segment's range after a rewrite or merge)."""
+        try:
+            size, max_ts, last = self._conn.execute(
+                "SELECT coalesce(sum(length(data)), 0), coalesce(max(max_timestamp), -1), "
+                "coalesce(max(last_offset), ?) FROM batches", (self.base_offset - 1,)
+            ).fetchone()
+            self._conn.execute(
+                "UPDATE segment SET size_bytes = ?, max_timestamp = ?, last_offset = ?, "
+                "next_offset = ? WHERE id = 0", (size, max_ts, last, next_offset))
+            return self._state()
+        except apsw.Error as exc:
+            raise translate(exc, f"rewriting {self.path}") from exc
+
+    def all_aborted(self) -> list[AbortedTxn]:
+        """Every aborted-transaction entry of this segment."""
+        try:
+            return [AbortedTxn(*row) for row in self._conn.execute(
+                "SELECT producer_id, first_offset, last_offset FROM aborted_txns "
+                "ORDER BY last_offset")]
+        except apsw.Error as exc:
+            raise translate(exc, f"reading aborted transactions of {self.path}") from exc
+
+    def replace_aborted(self, aborted: Sequence[AbortedTxn]) -> None:
+        """Make ``aborted`` the segment's whole aborted-transaction index."""
+        try:
+            self._conn.execute("DELETE FROM aborted_txns")
+        except apsw.Error as exc:
+            raise translate(exc, f"rewriting {self.path}") from exc
+        self.add_aborted(aborted)
+
+    def set_autocheckpoint(self, pages: int) -> None:
+        """SQLite's ``wal_autocheckpoint`` for this connection (0 disables it, so a big
+        rewrite's commit does not also fold the WAL in while a lock is held)."""
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+
+    def free_fraction(self) -> float:
+        """The share of the file's pages that are free (left by deleted or shrunk rows)."""
+        try:
+            pages = self._conn.execute("PRAGMA page_count").get
+            free = self._conn.execute("PRAGMA freelist_count").get
+        except apsw.Error as exc:
+            raise translate(exc, f"reading {self.path}") from exc
+        return free / pages if pages else 0.0
+
+    def vacuum(self) -> None:
+        """Rebuild the file without free pages (a transaction of its own: readers in other
+        processes keep their snapshot; the file shrinks at the next full checkpoint)."""
+        try:
+            self._conn.execute("VACUUM")
+        except apsw.Error as exc:
+            raise translate(exc, f"vacuuming {self.path}") from exc
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (best effort; skipped while readers are busy)."""

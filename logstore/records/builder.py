@@ -367,6 +367,36 @@ def encode_records(
     return b"".join(builder._records), builder._max_ts
 
 
+def encode_record_at(
+    offset_delta: int,
+    timestamp_ms: int,
+    key: Bytes | None,
+    value: Bytes | None,
+    headers: Sequence[Header] = (),
+    *,
+    base_timestamp_ms: int,
+) -> bytes:
+    """One encoded record with an explicit offset delta, for batches whose offsets have gaps
+    (the log cleaner re-encodes the records it keeps at their original offsets).
+
+    Same bytes and errors as :meth:`BatchBuilder.append` of the record at that delta.
+    """
+    delta = timestamp_ms - base_timestamp_ms if type(timestamp_ms) is int else None
+    if (
+        _c_encode_record is not None
+        and delta is not None
+        and INT64_MIN <= delta <= INT64_MAX
+        and INT64_MIN <= timestamp_ms <= INT64_MAX
+        and type(offset_delta) is int
+        and 0 <= offset_delta <= _INT32_MAX
+    ):
+        return _c_encode_record(offset_delta, delta, key, value, headers or None)
+    builder = BatchBuilder(base_timestamp_ms=base_timestamp_ms)
+    builder._count = _check_range("offset_delta", offset_delta, 0, _INT32_MAX)
+    builder._append_py(timestamp_ms, key, value, headers)
+    return builder._records[0]
+
+
 def build_batch(
     records_section: bytes,
     count: int,
@@ -380,15 +410,26 @@ def build_batch(
     base_sequence: int = _h.NO_SEQUENCE,
     partition_leader_epoch: int = _h.NO_PARTITION_LEADER_EPOCH,
     base_offset: int = 0,
+    last_offset_delta: int | None = None,
 ) -> bytes:
-    """A complete batch around an encoded records section of ``count`` records (offset deltas
-    0..count-1): compresses the section, packs the header and computes the CRC.
+    """A complete batch around an encoded records section of ``count`` records: compresses
+    the section, packs the header and computes the CRC.
 
-    ``attributes`` may carry the transactional and control bits; the compression bits come
-    from ``compression``.
+    The records' offset deltas are 0..count-1 unless ``last_offset_delta`` is given: then they
+    may have gaps (a compacted batch keeps the offset range it had) and ``count`` may be 0 (an
+    emptied batch the log cleaner keeps for its producer state; its section is empty and never
+    compressed). ``attributes`` may carry the transactional, control and delete-horizon bits;
+    the compression bits come from ``compression``.
     """
-    if count <= 0:
-        raise IllegalStateError("cannot build a record batch without records")
+    if last_offset_delta is None:
+        if count <= 0:
+            raise IllegalStateError("cannot build a record batch without records")
+        last_offset_delta = count - 1
+    elif count < 0 or last_offset_delta < count - 1:
+        raise IllegalStateError(
+            f"{count} records do not fit a last offset delta of {last_offset_delta}")
+    if count == 0:
+        compression = Compression.NONE
     payload = compress(compression, records_section) if compression else records_section
     batch_length = _h.HEADER_SIZE - _h.LOG_OVERHEAD + len(payload)
     if batch_length > _INT32_MAX:
@@ -401,7 +442,7 @@ def build_batch(
             _h.MAGIC,
             0,  # crc, computed below over attributes .. end
             (attributes & ~_h.COMPRESSION_MASK) | int(compression),
-            count - 1,  # lastOffsetDelta
+            last_offset_delta,
             base_timestamp_ms,
             max_timestamp_ms,
             producer_id,

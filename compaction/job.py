@@ -1,0 +1,219 @@
+"""The compaction job: clean every due partition of the compacted topics, once or on a schedule.
+
+For each partition of a topic with ``cleanup.policy`` containing ``compact``:
+
+1. take the partition's lease ``compactor/<topic_id>/<partition>`` in the metadata store (a
+   partition another compactor holds is reported busy and skipped), so one compactor works on
+   a partition at a time across processes and hosts;
+2. read the cleaner checkpoint, run a :class:`~logstore.compaction.cleaner.PartitionCleaner`,
+   and record each round's new checkpoint fenced by the lease (a compactor that lost its lease
+   cannot move the checkpoint);
+3. release the lease.
+
+The lease is coordination, not the safety net: every segment rewrite is itself atomic and
+checks, under the partition's file lock, that nothing changed since the cleaner looked (see
+:mod:`logstore.log.rewrite`). A dry run takes no lease and writes nothing.
+
+One offset map (``memory_bytes``) is allocated per run and reused for every partition.
+Thread-safety: a run uses the :class:`~logstore.embedded.Log` from one thread; several runs may
+work on one directory from several processes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from logstore.backends.cleaner_records import Lease
+from logstore.compaction.cleaner import PartitionCleaner, sections
+from logstore.compaction.offset_map import OffsetMap, new_offset_map
+from logstore.compaction.report import CompactionReport, CompactionStatus, PartitionCompaction
+from logstore.config import TopicConfig
+from logstore.embedded import Log
+from logstore.errors import InvalidArgumentError, LeaseLostError, UnknownTopicOrPartitionError
+
+#: The offset map's default size: 64 MiB holds about 2.5 million keys per round.
+DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
+#: How long a compactor's lease lasts without renewal (it renews at a third of it).
+LEASE_DURATION_MS = 60_000
+
+
+def lease_name(topic_id: str, partition: int) -> str:
+    """The metadata-store lease that guards the cleaning of one partition."""
+    return f"compactor/{topic_id}/{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    topic: str
+    topic_id: str
+    partition: int
+    config: TopicConfig
+
+
+def compact(
+    log: Log,
+    topic: str | None = None,
+    partition: int | None = None,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> CompactionReport:
+    """Clean the due partitions of every compacted topic (or of ``topic``, or one
+    ``partition`` of it). ``force`` cleans whatever is dirty, due or not.
+
+    ``progress(done_bytes, total_bytes)`` follows the bytes read (the total is an estimate made
+    up front); setting ``stop`` ends the run after the segment group in progress. Raises
+    InvalidArgumentError for a topic that is not compacted or a partition without a topic.
+    """
+    targets = _targets(log, topic, partition)
+    offset_map = new_offset_map(memory_bytes)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    total = _estimate(log, targets) if progress is not None else 0
+    done = 0
+
+    def advance(size: int) -> None:
+        nonlocal done
+        done += size
+        if progress is not None:
+            progress(done, max(total, done))
+
+    results = []
+    for target in targets:
+        if stop is not None and stop.is_set():
+            break
+        results.append(_compact_partition(
+            log, target, offset_map, holder, dry_run=dry_run, force=force, progress=advance,
+            stop=stop))
+    return CompactionReport(tuple(results), dry_run)
+
+
+def run_every(
+    log: Log,
+    interval_s: float,
+    stop: threading.Event,
+    on_report: Callable[[CompactionReport], None],
+    *,
+    on_error: Callable[[Exception], None],
+    **options: object,
+) -> None:
+    """Run :func:`compact` now and then every ``interval_s`` seconds until ``stop`` is set
+    (it interrupts a run after its current segment group). A failed run is reported to
+    ``on_error`` and retried at the next tick."""
+    if interval_s <= 0:
+        raise InvalidArgumentError(f"the interval must be positive, got {interval_s}")
+    while not stop.is_set():
+        try:
+            on_report(compact(log, stop=stop, **options))  # type: ignore[arg-type]
+        except (InvalidArgumentError, UnknownTopicOrPartitionError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a scheduler outlives one bad run
+            on_error(exc)
+        stop.wait(interval_s)
+
+
+def _targets(log: Log, topic: str | None, partition: int | None) -> list[_Target]:
+    if partition is not None and topic is None:
+        raise InvalidArgumentError("a partition needs a topic")
+    names = [topic] if topic is not None else log.list_topics()
+    targets: list[_Target] = []
+    for name in names:
+        count, config = log.topic_info(name)
+        if not config.compacts:
+            if topic is not None:
+                raise InvalidArgumentError(
+                    f"topic {name!r} is not compacted (cleanup.policy={config.cleanup_policy}); "
+                    "set cleanup.policy=compact to compact it")
+            continue
+        record = log.metadata.get_topic(name)
+        if record is None:
+            continue  # deleted meanwhile
+        if partition is not None and not 0 <= partition < count:
+            raise UnknownTopicOrPartitionError(
+                f"topic {name!r} has no partition {partition} (it has {count})")
+        for p in [partition] if partition is not None else range(count):
+            targets.append(_Target(name, record.topic_id, p, config))
+    return targets
+
+
+def _checkpoint(log: Log, target: _Target) -> int:
+    found = log.metadata.cleaner_checkpoints(target.topic_id).get(target.partition)
+    return found.offset if found is not None else 0
+
+
+def _estimate(log: Log, targets: list[_Target]) -> int:
+    """Bytes a run will read: the dirty sections (map) and the cleanable segments (filter)."""
+    total = 0
+    for target in targets:
+        _, section = sections(log.partition_log(target.topic, target.partition), target.config,
+                              _checkpoint(log, target), now_ms=log.clock.time_ms())
+        if section.has_dirty:
+            map_pass = section.dirty_bytes
+            filter_pass = section.clean_bytes + section.dirty_bytes
+            total += map_pass + filter_pass
+    return total
+
+
+def _compact_partition(
+    log: Log,
+    target: _Target,
+    offset_map: OffsetMap,
+    holder: str,
+    *,
+    dry_run: bool,
+    force: bool,
+    progress: Callable[[int], None],
+    stop: threading.Event | None,
+) -> PartitionCompaction:
+    store = log.metadata
+    clock = log.clock
+    lease: Lease | None = None
+    if not dry_run:
+        lease = store.acquire_lease(lease_name(target.topic_id, target.partition), holder,
+                                    now_ms=clock.time_ms(), duration_ms=LEASE_DURATION_MS)
+        if lease is None:
+            held = store.read_lease(lease_name(target.topic_id, target.partition))
+            return PartitionCompaction(
+                target.topic, target.partition, CompactionStatus.BUSY,
+                f"another compactor ({held.holder if held else 'unknown'}) holds the lease")
+    state = {"lease": lease}
+
+    def keep_going() -> bool:
+        if stop is not None and stop.is_set():
+            return False
+        current = state["lease"]
+        if current is None:
+            return True
+        now = clock.time_ms()
+        if now - (current.expires_ms - LEASE_DURATION_MS) >= LEASE_DURATION_MS // 3:
+            try:
+                state["lease"] = store.renew_lease(current, now_ms=now,
+                                                   duration_ms=LEASE_DURATION_MS)
+            except LeaseLostError:
+                return False
+        return True
+
+    def save(offset: int) -> None:
+        store.set_cleaner_checkpoint(target.topic_id, target.partition, offset,
+                                     updated_ms=clock.time_ms(), lease=state["lease"])
+
+    cleaner = PartitionCleaner(
+        log.partition_log(target.topic, target.partition), target.config,
+        offset_map=offset_map, clock=clock, dry_run=dry_run, force=force, progress=progress,
+        keep_going=keep_going)
+    try:
+        return cleaner.clean(_checkpoint(log, target), save)
+    except LeaseLostError:
+        return PartitionCompaction(
+            target.topic, target.partition, CompactionStatus.INTERRUPTED,
+            "lost the lease to another compactor; the next run goes on")
+    finally:
+        if state["lease"] is not None:
+            store.release_lease(state["lease"])
