@@ -28,6 +28,7 @@ from typing import Any, Callable
 import click
 
 import logstore
+from logstore.cli.compact import compact
 from logstore.cli.db import db
 from logstore.cli.demo import demo
 from logstore.cli.dump import dump
@@ -185,7 +186,8 @@ def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for _command in (topics, groups, transactions, produce, tail, dump, demo, db, maintenance):
+for _command in (topics, groups, transactions, produce, tail, dump, demo, db, maintenance,
+                 compact):
     cli.add_command(_command)
 
 

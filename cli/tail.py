@@ -18,13 +18,12 @@ with 128 + the signal number (130 for Ctrl-C), as the shell reports a killed com
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
-from types import FrameType
 from typing import IO, TYPE_CHECKING, Sequence
 
 import click
 
+from logstore.cli.signals import StopOnSignal
 from logstore.cli.output import (
     CliError,
     binary_stdout,
@@ -146,34 +145,6 @@ def print_spans(consumer: Consumer, spans: Sequence[Span], printer: RecordPrinte
             printed += len(records)
 
 
-class _Stopper:
-    """SIGINT/SIGTERM handling for ``--follow``: the handler only sets a flag, which the loop
-    checks between polls. Raising from the handler instead could land anywhere in the library
-    (even between taking a lock and entering its ``with`` block); a short poll timeout keeps
-    the exit prompt."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-        self.signum: int | None = None  # the signal that stopped the loop
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.stopped = True
-        self.signum = signum
-
-    def __enter__(self) -> _Stopper:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals to the embedding program
-                break
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-
-
 def follow_spans(consumer: Consumer, spans: Sequence[Span], printer: RecordPrinter,
                  limit: int | None) -> None:
     """Print from each span's start onwards until a signal or ``limit`` records."""
@@ -181,7 +152,7 @@ def follow_spans(consumer: Consumer, spans: Sequence[Span], printer: RecordPrint
     for span in spans:
         consumer.seek(span.tp, span.start)
     printed = 0
-    with _Stopper() as stopper:
+    with StopOnSignal() as stopper:
         while not stopper.stopped and (limit is None or printed < limit):
             records = consumer.poll(timeout_ms=_FOLLOW_POLL_MS)
             if limit is not None:
@@ -275,7 +246,7 @@ def _commit_positions(consumer: Consumer, progress: GroupProgress, group_id: str
 
 
 def consume_group(consumer: Consumer, topic: str, ends: dict[TopicPartition, int] | None,
-                  printer: RecordPrinter, limit: int | None, stopper: _Stopper) -> int | None:
+                  printer: RecordPrinter, limit: int | None, stopper: StopOnSignal) -> int | None:
     """Subscribe ``consumer`` (which has a group id) to ``topic`` and print what it polls,
     committing after each poll, until ``limit`` records, a signal, or, with ``ends`` (None:
     follow), until every partition assigned to it reached its end offset. Returns the signal
@@ -316,10 +287,10 @@ def tail_group(log: Log, topic: str, group_id: str, *, from_beginning: bool, fol
     description = log.describe_topic(topic)  # an unknown topic is an error, not no partitions
     ends = None if follow else {
         TopicPartition(topic, p.partition): p.high_watermark for p in description.partitions}
-    # Signals only set a flag (see _Stopper), so the consumer always closes: it commits
+    # Signals only set a flag (see cli/signals.py), so the consumer always closes: it commits
     # nothing more (everything printed is committed already) and leaves the group, which hands
     # its partitions to the other members at once instead of after the session timeout.
-    with _Stopper() as stopper, log.consumer(
+    with StopOnSignal() as stopper, log.consumer(
         group_id=group_id, enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         client_id=f"logstore-tail-{os.getpid()}",

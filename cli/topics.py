@@ -8,6 +8,7 @@ import click
 
 from logstore.cli.output import (
     CliError,
+    dash,
     echo_json,
     example,
     format_option,
@@ -37,11 +38,18 @@ def description_json(description: TopicDescription) -> dict[str, object]:
                 "last_stable_offset": p.last_stable_offset,
                 "size_bytes": p.size_bytes,
                 "segment_count": p.segment_count,
+                "dirty_ratio": p.dirty_ratio,
+                "cleaner_checkpoint": p.cleaner_checkpoint,
             }
             for p in description.partitions
         ],
         "config": dict(description.config),
     }
+
+
+def ratio(value: float | None) -> str:
+    """A dirty ratio as a table cell: two decimals (``-`` if there is none)."""
+    return "-" if value is None else f"{value:.2f}"
 
 
 @click.group(epilog=example("logstore topics create orders --partitions 3",
@@ -89,19 +97,30 @@ def list_(state: CliState, fmt: str) -> None:
 @format_option
 @click.pass_obj
 def describe(state: CliState, name: str, fmt: str) -> None:
-    """Show each partition's offsets and size, then the topic's effective configs."""
+    """Show each partition's offsets and size, then the topic's effective configs.
+
+    For a compacted topic (cleanup.policy contains compact) also each partition's dirty ratio
+    (the share of its cleanable bytes not cleaned yet; `logstore compact` cleans a partition
+    once it reaches min.cleanable.dirty.ratio) and its cleaner checkpoint (offsets below it
+    are compacted; - if never cleaned). In JSON both are null for other topics.
+    """
     description = state.log().describe_topic(name)
     if fmt == "json":
         echo_json(description_json(description))
         return
     click.echo(f"topic: {description.name}  id: {description.topic_id}  "
                f"partitions: {description.partition_count}")
-    click.echo(table(
-        ["PARTITION", "LOG_START_OFFSET", "LOG_END_OFFSET", "HIGH_WATERMARK",
-         "LAST_STABLE_OFFSET", "BYTES", "SEGMENTS"],
-        [(p.partition, p.log_start_offset, p.log_end_offset, p.high_watermark,
-          p.last_stable_offset, p.size_bytes, p.segment_count) for p in description.partitions],
-    ))
+    headers = ["PARTITION", "LOG_START_OFFSET", "LOG_END_OFFSET", "HIGH_WATERMARK",
+               "LAST_STABLE_OFFSET", "BYTES", "SEGMENTS"]
+    rows: list[tuple[object, ...]] = [
+        (p.partition, p.log_start_offset, p.log_end_offset, p.high_watermark,
+         p.last_stable_offset, p.size_bytes, p.segment_count) for p in description.partitions
+    ]
+    if any(p.dirty_ratio is not None for p in description.partitions):  # a compacted topic
+        headers += ["DIRTY_RATIO", "CLEANER_CHECKPOINT"]
+        rows = [row + (ratio(p.dirty_ratio), dash(p.cleaner_checkpoint))
+                for row, p in zip(rows, description.partitions, strict=True)]
+    click.echo(table(headers, rows))
     click.echo("configs:")
     for key, value in description.config.items():
         click.echo(f"  {key}={value}")

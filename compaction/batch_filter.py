@@ -22,6 +22,10 @@ batch (same base offset, same last offset, same producer fields) or None (remove
   none of its records survive it is kept *empty* (no records, same offsets, producer id, epoch
   and sequences), so idempotent producers keep their sequence state across truncation and
   restarts, as Kafka does.
+* The batch holding the last offset of the cleanable range is never removed either (emptied if
+  need be): when the active segment is empty, a reader at the end of the cleaned range must
+  still find a batch to move past, or it would wait at an offset below the high watermark
+  forever. A later cleaning removes it once data follows it.
 
 Offsets are never changed: a rewritten batch keeps its base offset and lastOffsetDelta and its
 records keep their offset deltas, so a compacted log has gaps.
@@ -86,7 +90,8 @@ class BatchFilter:
 
     ``offset_map`` maps keys to their latest offset in the dirty section; ``aborted`` lists the
     partition's aborted transactions; ``last_batch_offsets`` holds the base offset of the last
-    data batch of every producer in the producer state.
+    data batch of every producer in the producer state; the batch that contains
+    ``tail_offset`` (the last offset of the cleanable range) is never removed either.
     """
 
     def __init__(
@@ -97,11 +102,13 @@ class BatchFilter:
         delete_retention_ms: int,
         aborted: Sequence[AbortedTxn],
         last_batch_offsets: Collection[int],
+        tail_offset: int = -1,
     ) -> None:
         self._map = offset_map
         self._now_ms = now_ms
         self._new_horizon = now_ms + delete_retention_ms
         self._last_batches = frozenset(last_batch_offsets)
+        self._tail_offset = tail_offset
         self._aborted = AbortedIndex(aborted)
         # Producers whose current transaction kept data so far (reset by its marker).
         self._txn_has_data: dict[int, bool] = {}
@@ -143,7 +150,7 @@ class BatchFilter:
         if kept and header.is_transactional:
             self._txn_has_data[header.producer_id] = True
         if not kept:
-            if header.base_offset not in self._last_batches:
+            if not self._must_keep(header):
                 return None
             return data if header.record_count == 0 else _empty_batch(header)
         needs_horizon = not header.has_delete_horizon and any(r.value is None for r in kept)
@@ -172,6 +179,10 @@ class BatchFilter:
                 kept.append(record)
         return kept
 
+    def _must_keep(self, header: BatchHeader) -> bool:
+        return (header.base_offset in self._last_batches
+                or header.base_offset <= self._tail_offset <= header.last_offset)
+
     # --- transaction markers ---------------------------------------------------------------
 
     def _marker(self, header: BatchHeader, data: bytes) -> bytes | None:
@@ -185,7 +196,7 @@ class BatchFilter:
             return data  # consumers need it to finish the transaction's data
         if not header.has_delete_horizon:
             return _rebuild(header, records, self._new_horizon)
-        if self._now_ms < header.base_timestamp:
+        if self._now_ms < header.base_timestamp or self._must_keep(header):
             return data
         self.stats.markers_removed += 1
         self.stats.records_removed += 1

@@ -35,7 +35,7 @@ from logstore.compaction.offset_map import OffsetMap
 from logstore.compaction.report import CompactionStatus, PartitionCompaction
 from logstore.config import TopicConfig
 from logstore.errors import InvalidArgumentError
-from logstore.log.cleanable import CleanableRange, cleanable_range
+from logstore.log.cleanable import CleanableRange, sections
 from logstore.log.partition_log import PartitionLog
 from logstore.log.producer_state import AbortedTxn
 from logstore.log.rewrite import LogLayout
@@ -54,18 +54,6 @@ class _Totals:
 
     def sum(self, name: str) -> int:
         return sum(getattr(s, name) for s in self.stats)
-
-
-def sections(
-    log: PartitionLog, config: TopicConfig, checkpoint: int, *, now_ms: int
-) -> tuple[LogLayout, CleanableRange]:
-    """The partition's layout now, and its clean and dirty sections for ``checkpoint``."""
-    layout = log.layout()
-    found = cleanable_range(
-        layout.segments, log_start_offset=layout.log_start_offset,
-        last_stable_offset=layout.last_stable_offset, checkpoint=checkpoint, config=config,
-        now_ms=now_ms)
-    return layout, found
 
 
 class PartitionCleaner:
@@ -194,7 +182,7 @@ class PartitionCleaner:
             self._map, now_ms=self._clock.time_ms(),
             delete_retention_ms=self._config.delete_retention_ms,
             aborted=log.aborted_transactions(layout.log_start_offset),
-            last_batch_offsets=last_batches)
+            last_batch_offsets=last_batches, tail_offset=section.first_uncleanable_offset - 1)
         totals.stats.append(batch_filter.stats)
         generation = layout.generation
         for group in _groups([s for s in section.segments if s.base_offset < map_end],

@@ -29,12 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from logstore.backends.cleaner_records import Lease
-from logstore.compaction.cleaner import PartitionCleaner, sections
+from logstore.compaction.cleaner import PartitionCleaner
 from logstore.compaction.offset_map import OffsetMap, new_offset_map
 from logstore.compaction.report import CompactionReport, CompactionStatus, PartitionCompaction
 from logstore.config import TopicConfig
 from logstore.embedded import Log
 from logstore.errors import InvalidArgumentError, LeaseLostError, UnknownTopicOrPartitionError
+from logstore.log.cleanable import sections
 
 #: The offset map's default size: 64 MiB holds about 2.5 million keys per round.
 DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024

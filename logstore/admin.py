@@ -12,6 +12,7 @@ Thread-safe.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Callable, Mapping
 
 from logstore.backends.metadata import MetadataStore, TopicRecord
@@ -25,6 +26,7 @@ from logstore.errors import (
     StaleVersionError,
     UnknownTopicOrPartitionError,
 )
+from logstore.log.cleanable import sections
 from logstore.log.manager import LogManager
 from logstore.log.partition_log import PartitionLog
 from logstore.topic_cache import CachedTopic, TopicCache
@@ -91,7 +93,28 @@ class TopicAdmin:
         partitions = tuple(
             self.partition_log(name, p).describe() for p in range(topic.partition_count)
         )
+        if topic.config.compacts:
+            partitions = self._with_cleaner_state(topic, partitions)
         return self._description(topic.record, partitions)
+
+    def _with_cleaner_state(
+        self, topic: CachedTopic, partitions: tuple[PartitionDescription, ...]
+    ) -> tuple[PartitionDescription, ...]:
+        """``partitions`` with the log cleaner's view added: the dirty ratio (computed as the
+        cleaner computes it, from the partition's layout now) and the cleaner checkpoint."""
+        checkpoints = self._store.cleaner_checkpoints(topic.topic_id)
+        now_ms = self._clock.time_ms()
+        described = []
+        for description in partitions:
+            found = checkpoints.get(description.partition)
+            _, section = sections(
+                self.partition_log(topic.name, description.partition), topic.config,
+                found.offset if found is not None else 0, now_ms=now_ms)
+            described.append(replace(
+                description, dirty_ratio=section.dirty_ratio,
+                cleaner_checkpoint=found.offset if found is not None else None,
+            ))
+        return tuple(described)
 
     def alter_topic_config(
         self, name: str, changes: Mapping[str, object | None]

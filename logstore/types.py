@@ -134,6 +134,13 @@ class PartitionDescription:
     size_bytes: int
     segment_count: int
     last_stable_offset: int = -1
+    dirty_ratio: float | None = None
+    """Of a compacted topic: dirty bytes / cleanable bytes, as the log cleaner computes it to
+    decide whether the partition is due (``min.cleanable.dirty.ratio``); None if the topic is
+    not compacted."""
+    cleaner_checkpoint: int | None = None
+    """Of a compacted topic: offsets below it have been compacted; None if the topic is not
+    compacted or the partition was never cleaned."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,14 @@ the core so ``topics describe`` can show the dirty ratio without the cleaner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from logstore.config import TopicConfig
 from logstore.log.segment import SegmentState
+
+if TYPE_CHECKING:
+    from logstore.log.partition_log import PartitionLog
+    from logstore.log.rewrite import LogLayout
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +104,15 @@ def cleanable_range(
                         and now_ms - first_dirty_created > config.max_compaction_lag_ms)
     return CleanableRange(first_dirty, first_uncleanable, clean_bytes, dirty_bytes,
                           tuple(cleanable), max_lag_exceeded)
+
+
+def sections(
+    log: PartitionLog, config: TopicConfig, checkpoint: int, *, now_ms: int
+) -> tuple[LogLayout, CleanableRange]:
+    """A partition's layout now, and its clean and dirty sections for ``checkpoint``."""
+    layout = log.layout()
+    found = cleanable_range(
+        layout.segments, log_start_offset=layout.log_start_offset,
+        last_stable_offset=layout.last_stable_offset, checkpoint=checkpoint, config=config,
+        now_ms=now_ms)
+    return layout, found

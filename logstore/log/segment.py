@@ -161,6 +161,17 @@ class BatchRow:
     data: bytes | bytearray
 
 
+_INSERT_BATCH = (
+    "INSERT INTO batches(base_offset, last_offset, max_timestamp, record_count, producer_id, "
+    "attributes, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _batch_params(r: BatchRow) -> tuple[int, int, int, int, int, int, bytes | bytearray]:
+    return (r.base_offset, r.last_offset, r.max_timestamp, r.record_count, r.producer_id,
+            r.attributes, r.data)
+
+
 class Segment:
     """A connection to one segment database.
 
@@ -331,12 +342,7 @@ class Segment:
         if not rows:
             return
         try:
-            self._conn.executemany(
-                "INSERT INTO batches(base_offset, last_offset, max_timestamp, record_count, "
-                "producer_id, attributes, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.base_offset, r.last_offset, r.max_timestamp, r.record_count, r.producer_id,
-                  r.attributes, r.data) for r in rows],
-            )
+            self._conn.executemany(_INSERT_BATCH, [_batch_params(r) for r in rows])
             self._conn.execute(
                 "UPDATE segment SET size_bytes = size_bytes + ?, "
                 "max_timestamp = max(max_timestamp, ?), last_offset = ? WHERE id = 0",
@@ -572,12 +578,7 @@ class Segment:
     def insert_rows(self, rows: Sequence[BatchRow]) -> None:
         """Insert batches without touching the summary row (see :meth:`set_summary`)."""
         try:
-            self._conn.executemany(
-                "INSERT INTO batches(base_offset, last_offset, max_timestamp, record_count, "
-                "producer_id, attributes, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.base_offset, r.last_offset, r.max_timestamp, r.record_count, r.producer_id,
-                  r.attributes, r.data) for r in rows],
-            )
+            self._conn.executemany(_INSERT_BATCH, [_batch_params(r) for r in rows])
         except apsw.Error as exc:
             raise translate(exc, f"rewriting {self.path}") from exc
 

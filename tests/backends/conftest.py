@@ -9,15 +9,44 @@ dropped afterwards; skipped without ``LOGSTORE_TEST_POSTGRES_URL``) come from te
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
 from logstore.backends.sql_metadata import SqlMetadataStore
 
 BACKENDS = ["sqlite", "postgresql"]
+T = TypeVar("T")
+
+
+def _race(count: int, action: Callable[[int], T]) -> list[T | BaseException]:
+    """Run ``action(i)`` in ``count`` threads released together; results or exceptions."""
+    barrier = threading.Barrier(count)
+    results: list[T | BaseException] = [RuntimeError("did not run")] * count
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = action(index)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+@pytest.fixture
+def race() -> Callable[..., list[Any]]:
+    """``race(count, action)``: run ``action(i)`` in ``count`` threads released together and
+    return their results (or the exceptions they raised), by index."""
+    return _race
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect
@@ -29,31 +28,12 @@ from logstore.errors import (
     UnknownTopicOrPartitionError,
 )
 
-T = TypeVar("T")
 
 T0 = 1_700_000_000_000
 TTL = 10_000
 NAME = "compactor/t/0"
 
 
-def _race(count: int, action: Callable[[int], T]) -> list[T | BaseException]:
-    """Run ``action(i)`` in ``count`` threads released together; results or exceptions."""
-    barrier = threading.Barrier(count)
-    results: list[T | BaseException] = [RuntimeError("did not run")] * count
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = action(index)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def _acquire(store: SqlMetadataStore, holder: str, now_ms: int, name: str = NAME) -> Lease:
@@ -484,10 +464,12 @@ def test_a_closed_store_refuses_lease_calls(store_url: str) -> None:
 # --- races -------------------------------------------------------------------------------------
 
 
-def test_threads_racing_for_a_new_lease_leave_exactly_one_winner(store: SqlMetadataStore) -> None:
+def test_threads_racing_for_a_new_lease_leave_exactly_one_winner(
+    race, store: SqlMetadataStore
+) -> None:
     for round_ in range(5):
         name = f"race/{round_}"
-        results = _race(8, lambda i: store.acquire_lease(
+        results = race(8, lambda i: store.acquire_lease(
             name, f"h{i}", now_ms=T0, duration_ms=TTL))
 
         assert not [r for r in results if isinstance(r, BaseException)], results
@@ -498,12 +480,13 @@ def test_threads_racing_for_a_new_lease_leave_exactly_one_winner(store: SqlMetad
 
 
 def test_threads_racing_to_take_over_an_expired_lease_leave_one_winner(
+    race,
     store: SqlMetadataStore,
 ) -> None:
     _acquire(store, "old", T0)
     for round_ in range(1, 6):
         now = T0 + round_ * TTL  # the previous round's winner has just expired
-        results = _race(8, lambda i: store.acquire_lease(
+        results = race(8, lambda i: store.acquire_lease(
             NAME, f"h{round_}.{i}", now_ms=now, duration_ms=TTL))
 
         assert not [r for r in results if isinstance(r, BaseException)], results

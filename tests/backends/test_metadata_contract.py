@@ -9,11 +9,10 @@ import dataclasses
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -28,27 +27,8 @@ from logstore.errors import (
     UnknownTopicOrPartitionError,
 )
 
-T = TypeVar("T")
 
 
-def _race(count: int, action: Callable[[int], T]) -> list[T | BaseException]:
-    """Run ``action(i)`` in ``count`` threads released together; results or exceptions."""
-    barrier = threading.Barrier(count)
-    results: list[T | BaseException] = [RuntimeError("did not run")] * count
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = action(index)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 # --- create / get / list ---------------------------------------------------------------------
@@ -329,11 +309,13 @@ def test_a_database_newer_than_the_code_is_refused(store_url: str, auto_migrate:
 # --- concurrency -----------------------------------------------------------------------------
 
 
-def test_threads_racing_one_cas_update_have_exactly_one_winner(store: SqlMetadataStore) -> None:
+def test_threads_racing_one_cas_update_have_exactly_one_winner(
+    race, store: SqlMetadataStore
+) -> None:
     store.create_topic("t", 1, {}, created_ms=0)
     before = store.change_counter()
 
-    results = _race(
+    results = race(
         8, lambda i: store.update_topic("t", expected_version=1, configs={"retention.ms": str(i)})
     )
 
@@ -346,8 +328,10 @@ def test_threads_racing_one_cas_update_have_exactly_one_winner(store: SqlMetadat
     assert store.change_counter() == before + 1
 
 
-def test_threads_racing_create_have_exactly_one_winner(store: SqlMetadataStore) -> None:
-    results = _race(8, lambda i: store.create_topic("t", i + 1, {}, created_ms=i))
+def test_threads_racing_create_have_exactly_one_winner(
+    race, store: SqlMetadataStore
+) -> None:
+    results = race(8, lambda i: store.create_topic("t", i + 1, {}, created_ms=i))
 
     winners = [result for result in results if isinstance(result, TopicRecord)]
     assert len(winners) == 1, results
@@ -355,8 +339,8 @@ def test_threads_racing_create_have_exactly_one_winner(store: SqlMetadataStore) 
     assert store.list_topics() == [winners[0]]
 
 
-def test_threads_racing_upgrade_migrate_exactly_once(store_url: str) -> None:
-    results = _race(6, lambda _: migrate.upgrade(store_url))
+def test_threads_racing_upgrade_migrate_exactly_once(race, store_url: str) -> None:
+    results = race(6, lambda _: migrate.upgrade(store_url))
 
     assert all(isinstance(result, migrate.UpgradeResult) for result in results), results
     assert sum(result.changed for result in results) == 1  # type: ignore[union-attr]

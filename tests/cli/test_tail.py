@@ -292,7 +292,8 @@ def test_group_follow_stops_at_max_messages(run, numbered) -> None:
 def test_group_read_stops_at_the_end_taken_at_start(numbered) -> None:
     import io
 
-    from logstore.cli.tail import RecordPrinter, _Stopper, consume_group
+    from logstore.cli.signals import StopOnSignal
+    from logstore.cli.tail import RecordPrinter, consume_group
 
     out = io.BytesIO()
     tp = logstore.TopicPartition("t", 0)
@@ -301,7 +302,7 @@ def test_group_read_stops_at_the_end_taken_at_start(numbered) -> None:
     with numbered.consumer(group_id="g", auto_offset_reset="earliest",
                            enable_auto_commit=False) as consumer:
         consume_group(consumer, "t", {tp: 3}, RecordPrinter(out, "text", False, b"\t"), None,
-                      _Stopper())
+                      StopOnSignal())
     assert out.getvalue() == b"0\n1\n2\n"
     assert _committed(numbered, "g") == {tp: 3}
 

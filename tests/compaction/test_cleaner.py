@@ -10,6 +10,7 @@ from logstore.compaction.job import lease_name
 from logstore.errors import InvalidArgumentError, InvalidRecordError, UnknownTopicOrPartitionError
 from logstore.records.builder import encode_batch
 from logstore.records.compression import Compression
+from logstore.types import TopicPartition
 
 
 def keyed(n: int, keys: int, *, prefix: bytes = b"v") -> list[tuple[bytes, bytes]]:
@@ -239,3 +240,24 @@ def test_bad_targets_are_refused(clog):
         clog.compact("missing")
     # Without a topic, non-compacted topics are simply not looked at.
     assert [p.topic for p in clog.compact().partitions] == ["c"]
+
+
+def test_a_consumer_can_reach_the_end_when_the_last_record_was_cleaned_away(clog, kit, clock):
+    clog.alter_topic_config("c", {"delete.retention.ms": "0"})
+    kit.write(clog, [(b"a", b"1"), (b"b", b"1"), (b"a", None)])
+    kit.roll(clog)  # the active segment is empty: nothing follows the tombstone
+    clog.compact()
+    clock.advance(1)
+    clog.compact(force=True)
+    assert kit.stored(clog) == [(1, b"b", b"1")]
+    tp = TopicPartition("c", 0)
+    consumer = clog.consumer(auto_offset_reset="earliest", enable_auto_commit=False)
+    try:
+        consumer.assign([tp])
+        records = consumer.poll(timeout_ms=1000)
+        assert [(r.offset, r.value) for r in records] == [(1, b"1")]
+        consumer.poll(timeout_ms=100)
+        # The tombstone's batch stays, emptied, so the position moves past its offset.
+        assert consumer.position(tp) == 3 == consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
