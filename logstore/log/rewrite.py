@@ -43,8 +43,9 @@ from logstore.records.header import parse_header
 if TYPE_CHECKING:
     from logstore.log.partition_log import PartitionLog
 
-#: Rows read per query from the target segment while rewriting it.
-_CHUNK_ROWS = 512
+#: Rows read per query from the target segment while rewriting it (batches are at most
+#: max.message.bytes each, so this bounds the memory a rewrite holds at once).
+_CHUNK_ROWS = 64
 #: Vacuum a rewritten segment when at least this share of its pages is free.
 VACUUM_FREE_FRACTION = 0.25
 
