@@ -88,8 +88,8 @@ class AbortedIndex:
 class BatchFilter:
     """The keep/rewrite/remove decision for each batch of one pass (see the module docstring).
 
-    ``offset_map`` maps keys to their latest offset in the dirty section; ``aborted`` lists the
-    partition's aborted transactions; ``last_batch_offsets`` holds the base offset of the last
+    ``offset_map`` maps keys to their latest offset in the dirty section; ``aborted`` indexes
+    the partition's aborted transactions; ``last_batch_offsets`` holds the base offset of the last
     data batch of every producer in the producer state; the batch that contains
     ``tail_offset`` (the last offset of the cleanable range) is never removed either.
     """
@@ -100,7 +100,7 @@ class BatchFilter:
         *,
         now_ms: int,
         delete_retention_ms: int,
-        aborted: Sequence[AbortedTxn],
+        aborted: AbortedIndex,
         last_batch_offsets: Collection[int],
         tail_offset: int = -1,
     ) -> None:
@@ -109,7 +109,7 @@ class BatchFilter:
         self._new_horizon = now_ms + delete_retention_ms
         self._last_batches = frozenset(last_batch_offsets)
         self._tail_offset = tail_offset
-        self._aborted = AbortedIndex(aborted)
+        self._aborted = aborted
         # Producers whose current transaction kept data so far (reset by its marker).
         self._txn_has_data: dict[int, bool] = {}
         self._removed_abort_markers: set[tuple[int, int]] = set()

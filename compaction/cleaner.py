@@ -14,7 +14,7 @@ A round:
    (:meth:`PartitionLog.rewrite_segments`, which is atomic and crash-safe on its own).
 4. Record the map end as the new cleaner checkpoint (through ``save_checkpoint``).
 
-Between groups the cleaner asks ``keep_going`` (the job renews its lease there and honours a
+Between segments (map) and groups (rewrite) the cleaner asks ``keep_going`` (the job renews its lease there and honours a
 shutdown request). If the partition changed under it (a retention pass, a truncation, another
 cleaner) a rewrite is refused and the round ends as interrupted; what was already rewritten is
 valid and the next run starts again from the checkpoint. Re-cleaning is idempotent: delete
@@ -84,7 +84,7 @@ class PartitionCleaner:
         self._progress = progress
         self._keep_going = keep_going
 
-    def cleanable(self, checkpoint: int) -> tuple[LogLayout, CleanableRange]:
+    def _sections(self, checkpoint: int) -> tuple[LogLayout, CleanableRange]:
         return sections(self._log, self._config, checkpoint, now_ms=self._clock.time_ms())
 
     def clean(self, checkpoint: int, save_checkpoint: Callable[[int], None]) -> PartitionCompaction:
@@ -94,7 +94,7 @@ class PartitionCleaner:
         log = self._log
         if not self._dry_run:
             log.finish_pending_merge()
-        layout, section = self.cleanable(checkpoint)
+        layout, section = self._sections(checkpoint)
 
         def result(status: CompactionStatus, reason: str, totals: _Totals | None = None,
                    end: int = section.first_dirty_offset) -> PartitionCompaction:
@@ -117,9 +117,9 @@ class PartitionCleaner:
         current = section
         while True:
             totals.rounds += 1
-            map_end = self._build_map(current)
-            finished = self._filter(layout, current, map_end, totals)
-            if not finished:
+            aborted = AbortedIndex(log.aborted_transactions(layout.log_start_offset))
+            map_end = self._build_map(current, aborted)
+            if map_end is None or not self._filter(layout, current, map_end, aborted, totals):
                 return result(CompactionStatus.INTERRUPTED,
                               "the partition changed meanwhile or the run was stopped; "
                               "the next run goes on", totals, checkpoint)
@@ -129,7 +129,7 @@ class PartitionCleaner:
             checkpoint = map_end
             if map_end >= current.first_uncleanable_offset or not self._keep_going():
                 break
-            layout, current = self.cleanable(checkpoint)
+            layout, current = self._sections(checkpoint)
             if not current.has_dirty:
                 break
         return result(CompactionStatus.CLEANED, f"clean up to offset {checkpoint}", totals,
@@ -137,42 +137,49 @@ class PartitionCleaner:
 
     # --- the offset map --------------------------------------------------------------------
 
-    def _build_map(self, section: CleanableRange) -> int:
-        """Fill the map from the dirty section; return the map end (see the module docstring)."""
+    def _build_map(self, section: CleanableRange, aborted: AbortedIndex) -> int | None:
+        """Fill the map from the dirty section; return the map end (see the module docstring),
+        or None if ``keep_going`` said stop between two segments."""
         offset_map = self._map
         offset_map.clear()
         first_dirty = section.first_dirty_offset
-        aborted = AbortedIndex(self._log.aborted_transactions(first_dirty))
         complete = False  # at least one batch is in the map
-        for base, data in self._dirty_batches(section):
-            header = parse_header(data)
-            if header.last_offset < first_dirty or header.is_control or aborted.holds(header):
-                continue
-            _, records = decode_batch(data, verify_crc=False)
-            keys = [r.key for r in records if r.key is not None]
-            offsets = [r.offset for r in records if r.key is not None]
-            if offset_map.put_many(keys, offsets) < len(keys):  # type: ignore[arg-type]
-                if not complete:
-                    raise InvalidArgumentError(
-                        f"the cleaner's offset map ({offset_map.memory_bytes} bytes, "
-                        f"{offset_map.capacity} keys) cannot hold the batch at offset {base} "
-                        f"of {self._log} ({len(keys)} keys): give the cleaner more memory")
-                return base
-            complete = True
+        for state in section.segments:
+            if state.next_offset is None or state.next_offset <= first_dirty:
+                continue  # clean
+            if not self._keep_going():  # also renews the lease on long map builds
+                return None
+            for base, data in self._batches(state.base_offset):
+                header = parse_header(data)
+                if (header.last_offset < first_dirty or header.is_control
+                        or aborted.holds(header)):
+                    continue
+                _, records = decode_batch(data, verify_crc=False)
+                keyed = [r for r in records if r.key is not None]
+                keys: list[bytes] = [r.key for r in keyed]  # type: ignore[misc]
+                if offset_map.put_many(keys, [r.offset for r in keyed]) < len(keys):
+                    if not complete:
+                        raise InvalidArgumentError(
+                            f"the cleaner's offset map ({offset_map.memory_bytes} bytes, "
+                            f"{offset_map.capacity} keys) cannot hold the batch at offset "
+                            f"{base} of {self._log} ({len(keys)} keys): give the cleaner more "
+                            "memory")
+                    return base
+                complete = True
         return section.first_uncleanable_offset
 
-    def _dirty_batches(self, section: CleanableRange) -> Iterator[tuple[int, bytes]]:
-        for state in section.segments:
-            if state.next_offset is not None and state.next_offset > section.first_dirty_offset:
-                for base, data in self._log.iter_batches(state.base_offset):
-                    if self._progress is not None:
-                        self._progress(len(data))
-                    yield base, data
+    def _batches(self, base: int) -> Iterator[tuple[int, bytes]]:
+        """One segment's batches, reporting their sizes to ``progress``."""
+        for base_offset, data in self._log.iter_batches(base):
+            if self._progress is not None:
+                self._progress(len(data))
+            yield base_offset, data
 
     # --- filtering and rewriting -----------------------------------------------------------
 
     def _filter(
-        self, layout: LogLayout, section: CleanableRange, map_end: int, totals: _Totals
+        self, layout: LogLayout, section: CleanableRange, map_end: int, aborted: AbortedIndex,
+        totals: _Totals,
     ) -> bool:
         """Filter the segments below ``map_end``; False if interrupted."""
         log = self._log
@@ -181,8 +188,8 @@ class PartitionCleaner:
         batch_filter = BatchFilter(
             self._map, now_ms=self._clock.time_ms(),
             delete_retention_ms=self._config.delete_retention_ms,
-            aborted=log.aborted_transactions(layout.log_start_offset),
-            last_batch_offsets=last_batches, tail_offset=section.first_uncleanable_offset - 1)
+            aborted=aborted, last_batch_offsets=last_batches,
+            tail_offset=section.first_uncleanable_offset - 1)
         totals.stats.append(batch_filter.stats)
         generation = layout.generation
         for group in _groups([s for s in section.segments if s.base_offset < map_end],
@@ -194,9 +201,7 @@ class PartitionCleaner:
                 before = batch_filter.stats.bytes_read
                 written = batch_filter.stats.bytes_written
                 for base in bases:
-                    for base_offset, data in log.iter_batches(base):
-                        if self._progress is not None:
-                            self._progress(len(data))
+                    for base_offset, data in self._batches(base):
                         batch_filter(base_offset, data)
                 size = sum(s.size_bytes for s in group)
                 totals.bytes_before += size

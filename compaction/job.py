@@ -184,26 +184,25 @@ def _compact_partition(
             return PartitionCompaction(
                 target.topic, target.partition, CompactionStatus.BUSY,
                 f"another compactor ({held.holder if held else 'unknown'}) holds the lease")
-    state = {"lease": lease}
 
     def keep_going() -> bool:
+        nonlocal lease
         if stop is not None and stop.is_set():
             return False
-        current = state["lease"]
-        if current is None:
+        if lease is None:
             return True
         now = clock.time_ms()
-        if now - (current.expires_ms - LEASE_DURATION_MS) >= LEASE_DURATION_MS // 3:
+        renewed_ms = lease.expires_ms - LEASE_DURATION_MS
+        if now - renewed_ms >= LEASE_DURATION_MS // 3:
             try:
-                state["lease"] = store.renew_lease(current, now_ms=now,
-                                                   duration_ms=LEASE_DURATION_MS)
+                lease = store.renew_lease(lease, now_ms=now, duration_ms=LEASE_DURATION_MS)
             except LeaseLostError:
                 return False
         return True
 
     def save(offset: int) -> None:
         store.set_cleaner_checkpoint(target.topic_id, target.partition, offset,
-                                     updated_ms=clock.time_ms(), lease=state["lease"])
+                                     updated_ms=clock.time_ms(), lease=lease)
 
     cleaner = PartitionCleaner(
         log.partition_log(target.topic, target.partition), target.config,
@@ -216,5 +215,5 @@ def _compact_partition(
             target.topic, target.partition, CompactionStatus.INTERRUPTED,
             "lost the lease to another compactor; the next run goes on")
     finally:
-        if state["lease"] is not None:
-            store.release_lease(state["lease"])
+        if lease is not None:
+            store.release_lease(lease)

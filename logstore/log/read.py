@@ -23,6 +23,7 @@ from logstore.types import IsolationLevel, OffsetAndTimestamp
 
 if TYPE_CHECKING:
     from logstore.log.partition_log import PartitionLog
+    from logstore.log.segment import Segment
 
 _MAX_RETRIES = 1000
 
@@ -53,15 +54,7 @@ class ReadMixin:
         """(log end offset, last stable offset), read together from the active segment."""
         self._check_generation()
         for _ in range(_MAX_RETRIES):
-            with self._meta_lock:
-                if not self._bases:
-                    self._rescan_unlocked()
-                base = self._bases[-1]
-            try:
-                segment = self._reader(base)
-            except FileNotFoundError:
-                self._rescan()
-                continue
+            base, segment = self._last_segment()
             with segment.lock:
                 with segment.read_transaction() as state:
                     unstable = segment.first_unstable_offset()
@@ -79,19 +72,22 @@ class ReadMixin:
 
     def producer_states(self: PartitionLog) -> dict[int, ProducerEntry]:
         """The state of every producer that wrote to this partition (from the active segment)."""
+        _, segment = self._last_segment()
+        with segment.lock:
+            with segment.read_transaction():
+                return segment.producers()
+
+    def _last_segment(self: PartitionLog) -> tuple[int, Segment]:
+        """The base offset and reader of the highest segment (rescanning while files vanish)."""
         for _ in range(_MAX_RETRIES):
             with self._meta_lock:
                 if not self._bases:
                     self._rescan_unlocked()
                 base = self._bases[-1]
             try:
-                segment = self._reader(base)
+                return base, self._reader(base)
             except FileNotFoundError:
                 self._rescan()
-                continue
-            with segment.lock:
-                with segment.read_transaction():
-                    return segment.producers()
         raise StorageError(f"{self}: segment list keeps changing")
 
     def log_end_offset(self: PartitionLog) -> int:

@@ -261,3 +261,25 @@ def test_a_consumer_can_reach_the_end_when_the_last_record_was_cleaned_away(clog
         assert consumer.position(tp) == 3 == consumer.end_offsets([tp])[tp]
     finally:
         consumer.close()
+
+
+def test_a_long_run_renews_its_lease_so_nobody_takes_the_partition_over(clog, kit, clock):
+    # Segments of three batches, each its own group; every batch read takes 10 s of "time",
+    # so the run lasts several lease durations (60 s) and must renew between segments.
+    clog.alter_topic_config("c", {"segment.bytes": "150"})
+    for i in range(12):
+        kit.write(clog, keyed(3, 3, prefix=b"s%d-" % i))
+        kit.roll(clog)
+    name = lease_name(clog.describe_topic("c").topic_id, 0)
+    takeovers = []
+
+    def slow(done: int, total: int) -> None:
+        clock.advance(10_000)
+        takeovers.append(clog.metadata.acquire_lease(name, "intruder", now_ms=clock.time_ms(),
+                                                     duration_ms=60_000))
+
+    result = only(clog.compact(progress=slow))
+    assert len(takeovers) > 12  # the run outlasted its lease several times over
+    assert takeovers == [None] * len(takeovers)
+    assert result.status is CompactionStatus.CLEANED
+    assert [v for _, _, v in kit.stored(clog)] == [b"s11-0", b"s11-1", b"s11-2"]
