@@ -14,8 +14,8 @@ A round:
    (:meth:`PartitionLog.rewrite_segments`, which is atomic and crash-safe on its own).
 4. Record the map end as the new cleaner checkpoint (through ``save_checkpoint``).
 
-Between segments (map) and groups (rewrite) the cleaner asks ``keep_going`` (the job renews its lease there and honours a
-shutdown request). If the partition changed under it (a retention pass, a truncation, another
+Between segments (building the map) and groups (rewriting) the cleaner asks ``keep_going``
+(the job renews its lease there and honours a shutdown request). If the partition changed under it (a retention pass, a truncation, another
 cleaner) a rewrite is refused and the round ends as interrupted; what was already rewritten is
 valid and the next run starts again from the checkpoint. Re-cleaning is idempotent: delete
 horizons already set are kept.
