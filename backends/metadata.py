@@ -1,6 +1,7 @@
 """The metadata store interface: topics and their configuration, consumer groups and their
-committed offsets, transactional ids and producer ids, named leases and the log cleaner's
-checkpoints (the tiered-segment manifest comes with a later feature).
+committed offsets, transactional ids and producer ids, named leases, the log cleaner's
+checkpoints and the tiered-segment manifest (which remote segments hold which offsets; see
+:mod:`logstore.backends.manifest_records`).
 
 Every write is a compare-and-swap on a ``version`` column: a caller reads a row, then writes with
 the version it read as ``expected_version``; if another writer got there first the write raises
@@ -26,6 +27,7 @@ from logstore.backends.group_records import (
     GroupSnapshot,
     GroupUpdate,
 )
+from logstore.backends.manifest_records import RemoteSegment
 from logstore.backends.txn_records import ProducerIdAllocator, TransactionRecord, TxnUpdate
 
 from logstore.types import TopicPartition
@@ -88,8 +90,8 @@ class MetadataStore(Protocol):
         ...
 
     def delete_topic(self, name: str, *, expected_version: int | None = None) -> TopicRecord:
-        """Delete the topic row, and its cleaner checkpoints in the same transaction; return
-        what was deleted.
+        """Delete the topic row, and its cleaner checkpoints and manifest rows (remote segments;
+        their objects become orphans) in the same transaction; return what was deleted.
 
         Raises UnknownTopicOrPartitionError if it does not exist, StaleVersionError if
         ``expected_version`` is given and differs.
@@ -223,6 +225,74 @@ class MetadataStore(Protocol):
         UnknownTopicOrPartitionError if no topic has ``topic_id`` or it has no such partition
         (so no checkpoint outlives its topic: :meth:`delete_topic` deletes them), and
         InvalidArgumentError for a negative partition, offset or ``updated_ms``.
+        """
+        ...
+
+    # --- the tiered-segment manifest (see logstore.backends.manifest_records) ----------------
+
+    def begin_remote_copy(
+        self, segment: RemoteSegment, *, lease: Lease | None = None
+    ) -> RemoteSegment:
+        """Insert ``segment`` as copy-started at version 1 (whatever its ``state`` and
+        ``version`` say; the times are stored as given) and return it as stored. Call it before
+        uploading the object.
+
+        In one transaction: with ``lease``, raises LeaseLostError unless the lease row still
+        has its holder and epoch; raises UnknownTopicOrPartitionError unless a topic has
+        ``topic_id`` and that partition; raises StaleVersionError (retriable) if a copy-finished
+        segment of the partition overlaps ``[base_offset, next_offset)`` or the segment id is
+        taken. Raises InvalidArgumentError for a field out of range (see the table's check
+        constraints: ``last_offset >= base_offset - 1``, ``next_offset > last_offset``,
+        ``size_bytes >= data_bytes >= 0``; ids and keys 1 to their column's length). Nothing is
+        written when it raises.
+        """
+        ...
+
+    def finish_remote_copy(
+        self, segment: RemoteSegment, *, updated_ms: int, lease: Lease | None = None
+    ) -> RemoteSegment:
+        """Make the segment live: copy-started -> copy-finished, ``version`` + 1, return it as
+        stored. Call it once the object is completely uploaded.
+
+        A compare-and-swap: raises StaleVersionError, with nothing written, if the row is gone,
+        is not copy-started or is not at ``segment.version``, or if a copy-finished segment of
+        the partition overlaps the stored range (so of two copies of one range, the first to
+        finish wins). The overlap check and the state change are atomic across threads,
+        processes and hosts: live segments of a partition never overlap. ``lease`` is fenced
+        as in :meth:`begin_remote_copy`.
+        """
+        ...
+
+    def begin_remote_delete(
+        self, segment: RemoteSegment, *, updated_ms: int
+    ) -> RemoteSegment | None:
+        """Stop readers using the segment: copy-started or copy-finished -> delete-started,
+        ``version`` + 1; return it as stored. Call it before deleting the object.
+
+        A compare-and-swap on ``segment.version``: raises StaleVersionError if the row is in
+        another state at another version. Idempotent: a row already delete-started is returned
+        as stored (unchanged), and None is returned if the row is gone (the deletion completed).
+        """
+        ...
+
+    def delete_remote_segment(self, segment_id: str) -> None:
+        """Delete the manifest row of a delete-started segment (after its object is deleted).
+
+        Idempotent: no row, nothing to do. Raises StaleVersionError if the row is in another
+        state (deleting a live row would leave a hole: :meth:`begin_remote_delete` first).
+        """
+        ...
+
+    def remote_segments(
+        self,
+        topic_id: str | None = None,
+        partition: int | None = None,
+        *,
+        states: Iterable[str] | None = None,
+    ) -> list[RemoteSegment]:
+        """The manifest rows (of ``topic_id``, ``partition`` and ``states`` only, for those
+        given), sorted by topic id, partition, base offset and segment id. A consistent
+        snapshot, no lock. Raises InvalidArgumentError for an unknown state name.
         """
         ...
 

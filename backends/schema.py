@@ -39,14 +39,23 @@ Tables:
     How far the log of each partition is clean (Kafka's cleaner-offset-checkpoint), keyed by
     the topic's incarnation id (``topics.topic_id``) and partition. Deleted together with the
     topic row, in the same transaction.
+``remote_segments``
+    The tiered-segment manifest (see ``logstore.backends.manifest_records``): one row per
+    remote segment (an object in the object store) with its offset range, its object key and
+    its state (copy-started, copy-finished or delete-started); ``version`` is the
+    compare-and-swap counter. Keyed by a caller-chosen ``segment_id`` and indexed by topic
+    incarnation, partition and base offset. Deleted together with the topic row, in the same
+    transaction (the objects then become orphans for a cleaner).
 """
 
 from __future__ import annotations
 
+from logstore.backends.manifest_records import REMOTE_SEGMENT_STATES
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -202,4 +211,38 @@ cleaner_checkpoints = Table(
     PrimaryKeyConstraint("topic_id", "partition"),
     CheckConstraint("partition >= 0", name="partition_non_negative"),
     CheckConstraint("checkpoint_offset >= 0", name="offset_non_negative"),
+)
+
+remote_segments = Table(
+    "remote_segments",
+    metadata,
+    Column("segment_id", String(32), primary_key=True),
+    Column("topic_id", String(36), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("base_offset", BigInteger, nullable=False),
+    Column("last_offset", BigInteger, nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("object_key", String(1024), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("data_bytes", BigInteger, nullable=False),
+    Column("max_timestamp", BigInteger, nullable=False),
+    Column("batch_count", Integer, nullable=False),
+    Column("aborted_count", Integer, nullable=False),
+    Column("leader_epoch", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+    CheckConstraint("partition >= 0", name="partition_non_negative"),
+    CheckConstraint("base_offset >= 0", name="base_offset_non_negative"),
+    CheckConstraint("last_offset >= base_offset - 1", name="last_offset_range"),
+    CheckConstraint("next_offset > last_offset", name="next_offset_range"),
+    CheckConstraint("size_bytes >= data_bytes AND data_bytes >= 0", name="bytes_range"),
+    CheckConstraint("version >= 1", name="version_positive"),
+    CheckConstraint(
+        "state IN (" + ", ".join(f"'{state}'" for state in REMOTE_SEGMENT_STATES) + ")",
+        name="state_known",
+    ),
+    Index("ix_remote_segments_partition_offsets", "topic_id", "partition", "base_offset"),
 )

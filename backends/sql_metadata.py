@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, NoReturn, TypeVar
 
-from logstore.backends import migrate, sql_cleaner, sql_groups, sql_transactions
+from logstore.backends import migrate, sql_cleaner, sql_groups, sql_manifest, sql_transactions
 from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
 from logstore.backends.group_records import (
     CommittedOffset,
@@ -39,6 +39,7 @@ from logstore.backends.group_records import (
     GroupSnapshot,
     GroupUpdate,
 )
+from logstore.backends.manifest_records import RemoteSegment
 from logstore.backends.metadata import TopicRecord
 from logstore.backends.schema import (
     CHANGES_ROW_ID,
@@ -390,8 +391,8 @@ class SqlMetadataStore:
         return _to_record(row)
 
     def delete_topic(self, name: str, *, expected_version: int | None = None) -> TopicRecord:
-        """Delete the topic row, and its cleaner checkpoints in the same transaction; return
-        what was deleted.
+        """Delete the topic row, and its cleaner checkpoints and manifest rows in the same
+        transaction; return what was deleted.
 
         Raises UnknownTopicOrPartitionError if it does not exist, StaleVersionError if
         ``expected_version`` is given and differs.
@@ -406,6 +407,7 @@ class SqlMetadataStore:
             if row is None:
                 _raise_cas_failure(conn, name, expected_version)
             sql_cleaner.delete_checkpoints(conn, row.topic_id)
+            sql_manifest.delete_segments(conn, row.topic_id)
             _bump_changes(conn)
         return _to_record(row)
 
@@ -493,6 +495,33 @@ class SqlMetadataStore:
         return sql_cleaner.set_cleaner_checkpoint(
             self, topic_id, partition, offset, updated_ms=updated_ms, lease=lease
         )
+
+    # --- the tiered-segment manifest (implemented in sql_manifest) ----------------------------
+
+    def begin_remote_copy(
+        self, segment: RemoteSegment, *, lease: Lease | None = None
+    ) -> RemoteSegment:
+        """See :meth:`MetadataStore.begin_remote_copy` (and :mod:`.sql_manifest` for how)."""
+        return sql_manifest.begin_remote_copy(self, segment, lease=lease)
+
+    def finish_remote_copy(
+        self, segment: RemoteSegment, *, updated_ms: int, lease: Lease | None = None
+    ) -> RemoteSegment:
+        return sql_manifest.finish_remote_copy(self, segment, updated_ms=updated_ms, lease=lease)
+
+    def begin_remote_delete(
+        self, segment: RemoteSegment, *, updated_ms: int
+    ) -> RemoteSegment | None:
+        return sql_manifest.begin_remote_delete(self, segment, updated_ms=updated_ms)
+
+    def delete_remote_segment(self, segment_id: str) -> None:
+        sql_manifest.delete_remote_segment(self, segment_id)
+
+    def remote_segments(
+        self, topic_id: str | None = None, partition: int | None = None, *,
+        states: Iterable[str] | None = None,
+    ) -> list[RemoteSegment]:
+        return sql_manifest.list_remote_segments(self, topic_id, partition, states=states)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

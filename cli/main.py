@@ -37,6 +37,7 @@ from logstore.cli.maintenance import maintenance
 from logstore.cli.output import example, one_line
 from logstore.cli.produce import produce
 from logstore.cli.tail import tail
+from logstore.cli.tier import tier
 from logstore.cli.topics import topics
 from logstore.cli.transactions import transactions
 from logstore.embedded import default_metadata_url
@@ -49,9 +50,11 @@ _SIGINT_EXIT = 130
 class CliState:
     """What the global options select; opens the :class:`~logstore.Log` on first use."""
 
-    def __init__(self, data_dir: Path, metadata_url: str | None) -> None:
+    def __init__(self, data_dir: Path, metadata_url: str | None,
+                 object_store_url: str | None = None) -> None:
         self.data_dir = data_dir
         self._metadata_url = metadata_url
+        self.object_store_url = object_store_url or None
         self._log: logstore.Log | None = None
 
     @property
@@ -61,10 +64,13 @@ class CliState:
         return self._metadata_url or default_metadata_url(self.data_dir)
 
     def log(self) -> logstore.Log:
-        """The log of ``--data-dir``, opened once, without background maintenance."""
+        """The log of ``--data-dir``, opened once, without background maintenance or tiering
+        (``logstore tier run`` tiers explicitly); with ``--object-store`` its reads of tiered
+        offsets go to the object store."""
         if self._log is None:
             self._log = logstore.open(
-                self.data_dir, metadata_url=self._metadata_url, maintenance_interval_ms=None
+                self.data_dir, metadata_url=self._metadata_url, maintenance_interval_ms=None,
+                object_store_url=self.object_store_url, tier_interval_ms=None,
             )
         return self._log
 
@@ -177,17 +183,25 @@ def _silence_stdout() -> None:
     "--metadata-url", envvar="LOGSTORE_METADATA_URL", default=None, show_envvar=True,
     help="SQLAlchemy URL of the metadata database  [default: SQLite in the data dir]",
 )
+@click.option(
+    "--object-store", "object_store_url", metavar="URL", envvar="LOGSTORE_OBJECT_STORE",
+    default=None, show_envvar=True,
+    help="Object store of tiered topics (remote.storage.enable=true): file:///abs/dir or "
+         "s3://bucket/prefix[?endpoint_url=...&region=...]. Reads of tiered offsets need it; "
+         "'logstore tier run' copies segments to it.",
+)
 @click.version_option(logstore.__version__, prog_name="logstore")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None) -> None:
+def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None,
+        object_store_url: str | None) -> None:
     """logstore: an embeddable, durable, partitioned commit log with Kafka's semantics."""
-    state = CliState(data_dir, metadata_url)
+    state = CliState(data_dir, metadata_url, object_store_url)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
 
 for _command in (topics, groups, transactions, produce, tail, dump, demo, db, maintenance,
-                 compact):
+                 compact, tier):
     cli.add_command(_command)
 
 

@@ -60,6 +60,13 @@ def _cleanup_policy(text: str) -> str:
     return ",".join(sorted(parts))
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"must be true or false; got {text!r}")
+    return value == "true"
+
+
 def _ratio(text: str) -> float:
     try:
         value = float(text.strip())
@@ -119,6 +126,28 @@ TOPIC_CONFIG_KEYS: dict[str, ConfigKey] = {
             "-1",
             _long(-1),
             "Drop the oldest sealed segments while a partition is larger than this; -1: no limit.",
+        ),
+        ConfigKey(
+            "remote.storage.enable",
+            "false",
+            _bool,
+            "Tier sealed segments to the object store (KIP-405): local copies are then kept "
+            "only for local.retention.ms / local.retention.bytes, and reads of older offsets "
+            "are served from the object store. Needs a log opened with an object store.",
+        ),
+        ConfigKey(
+            "local.retention.ms",
+            "-2",
+            _long(-2),
+            "With remote storage: drop the local copy of a tiered segment once its newest "
+            "record is older than this; -2 uses retention.ms, -1 keeps local copies forever.",
+        ),
+        ConfigKey(
+            "local.retention.bytes",
+            "-2",
+            _long(-2),
+            "With remote storage: drop local copies of tiered segments, oldest first, while the "
+            "local log is larger than this; -2 uses retention.bytes, -1: no limit.",
         ),
         ConfigKey(
             "segment.bytes",
@@ -191,6 +220,9 @@ class TopicConfig:
     min_compaction_lag_ms: int = 0
     max_compaction_lag_ms: int = _LONG_MAX
     delete_retention_ms: int = 86_400_000
+    remote_storage_enable: bool = False
+    local_retention_ms: int = -2
+    local_retention_bytes: int = -2
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, str]) -> TopicConfig:
@@ -210,12 +242,34 @@ class TopicConfig:
             min_compaction_lag_ms=int(values["min.compaction.lag.ms"]),  # type: ignore[call-overload]
             max_compaction_lag_ms=int(values["max.compaction.lag.ms"]),  # type: ignore[call-overload]
             delete_retention_ms=int(values["delete.retention.ms"]),  # type: ignore[call-overload]
+            remote_storage_enable=bool(values["remote.storage.enable"]),
+            local_retention_ms=int(values["local.retention.ms"]),  # type: ignore[call-overload]
+            local_retention_bytes=int(values["local.retention.bytes"]),  # type: ignore[call-overload]
         )
 
     @property
     def deletes(self) -> bool:
         """True when retention may delete segments."""
         return "delete" in self.cleanup_policy.split(",")
+
+    @property
+    def effective_local_retention_ms(self) -> int:
+        """``local.retention.ms``, with -2 meaning ``retention.ms`` (KIP-405); -1: forever.
+        Never longer than the total retention."""
+        local = self.retention_ms if self.local_retention_ms == -2 else self.local_retention_ms
+        if self.retention_ms >= 0 and (local < 0 or local > self.retention_ms):
+            return self.retention_ms
+        return local
+
+    @property
+    def effective_local_retention_bytes(self) -> int:
+        """``local.retention.bytes``, with -2 meaning ``retention.bytes``; -1: no limit.
+        Never larger than the total retention."""
+        local = (self.retention_bytes if self.local_retention_bytes == -2
+                 else self.local_retention_bytes)
+        if self.retention_bytes >= 0 and (local < 0 or local > self.retention_bytes):
+            return self.retention_bytes
+        return local
 
     @property
     def compacts(self) -> bool:

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from logstore.admin import TopicAdmin, validate_topic_name
 from logstore.backends import open_metadata_store
@@ -34,6 +34,7 @@ from logstore.errors import (
     InvalidArgumentError,
     LogstoreError,
     ProducerFencedError,
+    RemoteStorageError,
     UnknownTopicOrPartitionError,
 )
 from logstore.group_admin import GroupAdmin
@@ -58,11 +59,21 @@ from logstore.types import (
 )
 
 if TYPE_CHECKING:
+    from logstore.backends.object_store import ObjectStore
     from logstore.compaction.report import CompactionReport
+    from logstore.tier.orphans import OrphanReport
+    from logstore.tier.remote_storage import RemoteStorage
+    from logstore.tier.status import PartitionTierStatus
+    from logstore.tier.tierer import Tierer, TierReport
 
 _log = logging.getLogger("logstore")
 
 DEFAULT_MAINTENANCE_INTERVAL_MS = 300_000
+DEFAULT_TIER_INTERVAL_MS = 5_000
+#: Bytes of remote segments cached in memory per Log (``remote_cache_bytes``).
+DEFAULT_REMOTE_CACHE_BYTES = 64 * 1024 * 1024
+#: How often the tiering thread also runs the orphan cleaner.
+ORPHAN_CHECK_INTERVAL_S = 3600.0
 DEFAULT_TRANSACTION_CHECK_INTERVAL_MS = 10_000
 
 
@@ -79,6 +90,10 @@ def open(  # noqa: A001 - the public name mirrors built-in open(): a directory i
     maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
     transaction_check_interval_ms: int = DEFAULT_TRANSACTION_CHECK_INTERVAL_MS,
     metadata_max_age_ms: int = 1000,
+    object_store_url: str | None = None,
+    object_store: ObjectStore | None = None,
+    remote_cache_bytes: int = DEFAULT_REMOTE_CACHE_BYTES,
+    tier_interval_ms: int | None = DEFAULT_TIER_INTERVAL_MS,
 ) -> Log:
     """Open (creating if needed) the log stored in directory ``path``.
 
@@ -90,6 +105,15 @@ def open(  # noqa: A001 - the public name mirrors built-in open(): a directory i
     ``transaction_check_interval_ms``: how often it aborts timed-out transactions and finishes
     prepared ones.
     ``metadata_max_age_ms``: how stale this process's view of topic configs may get.
+
+    Tiered storage (topics with ``remote.storage.enable=true``): ``object_store_url`` names the
+    object store (``s3://bucket/prefix?endpoint_url=...``, ``file:///path``, ``memory://name``;
+    see :func:`logstore.backends.object_store.open_object_store`), or pass an open
+    ``object_store`` (it stays the caller's to close). ``remote_cache_bytes`` bounds the cache
+    of remote segment bytes (Kafka's ``remote.cache.bytes`` role; 0 turns it off).
+    ``tier_interval_ms``: how often a background thread copies sealed segments and applies
+    local retention (None: call :meth:`Log.tier` yourself). A store that cannot be used at all
+    (no such bucket, access denied) fails here with ObjectStoreAccessError.
     """
     return Log(
         path,
@@ -98,6 +122,10 @@ def open(  # noqa: A001 - the public name mirrors built-in open(): a directory i
         maintenance_interval_ms=maintenance_interval_ms,
         transaction_check_interval_ms=transaction_check_interval_ms,
         metadata_max_age_ms=metadata_max_age_ms,
+        object_store_url=object_store_url,
+        object_store=object_store,
+        remote_cache_bytes=remote_cache_bytes,
+        tier_interval_ms=tier_interval_ms,
     )
 
 
@@ -113,6 +141,10 @@ class Log:
         maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
         transaction_check_interval_ms: int = DEFAULT_TRANSACTION_CHECK_INTERVAL_MS,
         metadata_max_age_ms: int = 1000,
+        object_store_url: str | None = None,
+        object_store: ObjectStore | None = None,
+        remote_cache_bytes: int = DEFAULT_REMOTE_CACHE_BYTES,
+        tier_interval_ms: int | None = DEFAULT_TIER_INTERVAL_MS,
     ) -> None:
         self.path = Path(path).absolute()
         try:
@@ -122,8 +154,17 @@ class Log:
         self.clock: Clock = clock or SYSTEM_CLOCK
         self.metadata_url = metadata_url or default_metadata_url(self.path)
         self._store = open_metadata_store(self.metadata_url)
+        try:
+            self._remote = _open_remote_storage(
+                object_store_url, object_store, self._store, self.clock, remote_cache_bytes)
+        except BaseException:
+            self._store.close()
+            raise
+        self._owns_object_store = object_store is None
         self.notifier = AppendNotifier()
-        self._manager = LogManager(self.path, clock=self.clock, notifier=self.notifier)
+        self._manager = LogManager(
+            self.path, clock=self.clock, notifier=self.notifier,
+            remote=None if self._remote is None else self._remote.partition)
         self._manager.purge_deleted()
         self._cache = TopicCache(self._store, max_age_ms=metadata_max_age_ms)
         self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
@@ -139,6 +180,7 @@ class Log:
         self._closing = False
         self._close_lock = threading.Lock()
         self._maintenance: threading.Thread | None = None
+        self._tierer_instance: Tierer | None = None
         self._recover_transactions()
         if maintenance_interval_ms is not None:
             if maintenance_interval_ms <= 0 or transaction_check_interval_ms <= 0:
@@ -149,6 +191,14 @@ class Log:
                 name="logstore-maintenance", daemon=True,
             )
             self._maintenance.start()
+        self._tiering: threading.Thread | None = None
+        if self._remote is not None and tier_interval_ms is not None:
+            if tier_interval_ms <= 0:
+                raise InvalidArgumentError("tier_interval_ms must be positive or None")
+            self._tiering = threading.Thread(
+                target=self._tier_loop, args=(tier_interval_ms / 1000.0,),
+                name="logstore-tierer", daemon=True)
+            self._tiering.start()
 
     # --- topics ------------------------------------------------------------------------------
 
@@ -379,6 +429,82 @@ class Log:
 
         return compact(self, topic, partition, dry_run=dry_run, force=force, **options)
 
+    # --- tiered storage ------------------------------------------------------------------------
+
+    @property
+    def object_store(self) -> ObjectStore | None:
+        """The object store remote segments go to (None: opened without one)."""
+        return None if self._remote is None else self._remote.object_store
+
+    def tier(
+        self,
+        topic: str | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> TierReport:
+        """Copy the sealed segments of every remote-storage topic (or of ``topic``) to the
+        object store now, then apply local retention. See :mod:`logstore.tier.tierer`.
+        Raises RemoteStorageError if the log was opened without an object store."""
+        self._ensure_open()
+        return self._tierer().run(topic, progress=progress, stop=stop)
+
+    def tier_pending_bytes(self, topic: str | None = None) -> int:
+        """Bytes of sealed segments waiting to be tiered (for progress bars and lag)."""
+        self._ensure_open()
+        return self._tierer().pending_bytes(topic)
+
+    def tier_status(self, topic: str | None = None) -> list[PartitionTierStatus]:
+        """Per partition: local and remote offset ranges, bytes, objects and tierer lag
+        (works without an object store: it reads the manifest and local segments)."""
+        self._ensure_open()
+        from logstore.tier.status import tier_status
+
+        return tier_status(self, topic)
+
+    def clean_remote_orphans(
+        self, *, grace_ms: int | None = None, dry_run: bool = False
+    ) -> OrphanReport:
+        """Remove what crashed tierers and deleters left in the object store (see
+        :mod:`logstore.tier.orphans`); nothing younger than ``grace_ms`` (default 1 h)."""
+        self._ensure_open()
+        from logstore.tier.orphans import DEFAULT_GRACE_MS, clean_orphans
+
+        return clean_orphans(self._require_remote(), dry_run=dry_run,
+                             grace_ms=DEFAULT_GRACE_MS if grace_ms is None else grace_ms)
+
+    def _require_remote(self) -> RemoteStorage:
+        if self._remote is None:
+            raise RemoteStorageError(
+                "this log was opened without an object store (object_store_url / "
+                "--object-store / LOGSTORE_OBJECT_STORE)")
+        return self._remote
+
+    def _tierer(self) -> Tierer:
+        with self._close_lock:
+            tierer = self._tierer_instance
+            if tierer is None:
+                from logstore.tier.tierer import Tierer
+
+                tierer = self._tierer_instance = Tierer(self, self._require_remote(),
+                                                        temp_dir=self.path)
+        return tierer
+
+    def _tier_loop(self, interval_s: float) -> None:
+        next_orphan_check = time.monotonic() + ORPHAN_CHECK_INTERVAL_S
+        while not self._closed.wait(interval_s):
+            try:
+                self._tierer().run(stop=self._closed)
+                if time.monotonic() >= next_orphan_check:
+                    next_orphan_check = time.monotonic() + ORPHAN_CHECK_INTERVAL_S
+                    self.clean_remote_orphans()
+            except IllegalStateError:
+                return
+            except LogstoreError as exc:
+                _log.warning("tiering pass failed: %s", exc)
+            except Exception:  # keep the thread alive; the next pass may succeed
+                _log.exception("tiering pass failed unexpectedly")
+
     def run_transaction_maintenance(self) -> list[str]:
         """Abort transactions open past their timeout and finish prepared ones (a producer
         that crashed mid-commit); returns the transactional ids aborted."""
@@ -441,8 +567,14 @@ class Log:
         self._closed.set()
         if self._maintenance is not None:
             self._maintenance.join(timeout=30)
+        if self._tiering is not None:
+            self._tiering.join(timeout=60)
         self._manager.close()
         self.notifier.close()
+        if self._remote is not None:
+            self._remote.close()
+            if self._owns_object_store:
+                self._remote.object_store.close()
         self._store.close()
 
     @property
@@ -482,3 +614,31 @@ def _describe(record: TransactionRecord) -> TransactionDescription:
                          for group, offsets in record.pending_offsets.items()},
     )
 
+
+def _open_remote_storage(
+    url: str | None,
+    store: ObjectStore | None,
+    metadata: MetadataStore,
+    clock: Clock,
+    cache_bytes: int,
+) -> RemoteStorage | None:
+    """The remote storage of a Log, or None without an object store. The store is checked
+    (read-only) once: a store that can never work fails here; a transient failure is only
+    logged, since local appends and reads do not need the store."""
+    if url is not None and store is not None:
+        raise InvalidArgumentError("pass object_store_url or object_store, not both")
+    if url is None and store is None:
+        return None
+    from logstore.backends.object_store import open_object_store
+    from logstore.tier.remote_storage import RemoteStorage
+
+    opened = open_object_store(url) if store is None else store
+    try:
+        opened.check(write=False)
+    except LogstoreError as exc:
+        if not exc.retriable:
+            if store is None:
+                opened.close()
+            raise
+        _log.warning("object store %s is not answering yet: %s", opened.url, exc)
+    return RemoteStorage(opened, metadata, clock=clock, cache_bytes=cache_bytes)

@@ -333,4 +333,12 @@ class ObjectStoreAccessError(ObjectStoreError):
     retriable = False
 
 
+class RemoteStorageError(LogstoreError):
+    """Tiered (remote) data cannot be served: the offset lies in a remote segment and this log
+    was opened without an object store, or the manifest and the object store disagree (an
+    object the manifest lists is missing or damaged). Needs an operator's fix."""
+
+    error_code = 56  # KAFKA_STORAGE_ERROR
+
+
 __all__ = [name for name in dir() if name.endswith("Error")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
@@ -119,3 +119,44 @@ def make_batch(
 @pytest.fixture
 def batch() -> Callable[..., bytes]:
     return make_batch
+
+
+# --- S3 over real HTTP (moto's threaded server), shared by backends/ and tier/ ---------------
+
+S3_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def aws_credentials() -> Iterator[None]:
+    """Fake credentials for moto, and no reading of the user's ~/.aws files."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_SESSION_TOKEN", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", S3_REGION)
+        patch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        patch.delenv("AWS_PROFILE", raising=False)
+        patch.delenv("AWS_ENDPOINT_URL", raising=False)
+        patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_server(aws_credentials: None) -> Iterator[str]:
+    """The endpoint URL of a moto server on a free port of 127.0.0.1, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_http_admin_client(moto_server: str) -> Any:
+    """A boto3 client for the moto server."""
+    import boto3
+
+    return boto3.client("s3", region_name=S3_REGION, endpoint_url=moto_server)

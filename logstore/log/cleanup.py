@@ -58,9 +58,18 @@ class CleanupMixin:
 
     def enforce_retention(self: PartitionLog) -> RetentionReport:
         """Delete whole sealed segments past ``retention.ms`` / ``retention.bytes`` (oldest first,
-        never the active segment) and advance the log start offset past them."""
+        never the active segment) and advance the log start offset past them. Topics with
+        remote storage count remote segments too and also apply local retention (see
+        ``tiering``); without an attached remote view they keep everything."""
         config = self._config()
         deleted = bytes_deleted = 0
+        if config.remote_storage_enable:
+            if self.remote is not None:
+                return self._enforce_total_retention(self.remote)
+            # Without the object store neither total retention (remote bytes count) nor
+            # local retention (only tiered copies may go) can be decided: keep everything.
+            return RetentionReport(self.topic, self.partition, 0, 0,
+                                   self._state.get().log_start_offset)
         if config.deletes:
             with self._lock.hold():
                 # Cached segment states are stale after another process's cleaner merged

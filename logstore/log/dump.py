@@ -221,6 +221,8 @@ def iter_batches(
     on one offset at a time, and the same stored bytes are never described twice.
     """
     bases = log.segment_bases()
+    if log.remote is not None:  # tiered batches name their remote segment
+        bases = sorted(set(bases) | set(log.remote.segment_bases()))
     end = log.log_end_offset()
     offset = log.log_start_offset
     position = 0

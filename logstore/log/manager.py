@@ -5,7 +5,8 @@ topic's directory is first renamed to ``<data>/deleted/<topic>-<topic id>`` (ato
 ever sees half a topic) and then removed.
 
 The manager knows directories and open :class:`PartitionLog` objects; it knows nothing about the
-metadata store: callers pass the topic id and a config provider. Thread-safe.
+metadata store: callers pass the topic id and a config provider (and, for tiered storage, a
+factory of each partition's remote view). Thread-safe.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from logstore.errors import StorageError, UnknownTopicOrPartitionError
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
 from logstore.log.partition_state import STATE_FILE, PartitionState
+from logstore.log.tiering import RemoteView
 
 TOPICS_DIR = "topics"
 DELETED_DIR = "deleted"
@@ -29,10 +31,18 @@ DELETED_DIR = "deleted"
 class LogManager:
     """Opens, caches and removes the partition logs under a data directory."""
 
-    def __init__(self, data_dir: Path, *, clock: Clock, notifier: AppendNotifier) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        clock: Clock,
+        notifier: AppendNotifier,
+        remote: Callable[[str, str, int], RemoteView] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.clock = clock
         self.notifier = notifier
+        self._remote = remote
         self._lock = threading.Lock()
         self._logs: dict[tuple[str, int], tuple[str, PartitionLog]] = {}
         self._closed = False
@@ -72,6 +82,8 @@ class LogManager:
             )
         except FileNotFoundError:
             raise UnknownTopicOrPartitionError(f"partition {topic}-{partition} was deleted") from None
+        if self._remote is not None:
+            log.attach_remote(self._remote(topic, topic_id, partition))
         with self._lock:
             current = self._logs.get(key)
             if current is not None and current[0] == topic_id:

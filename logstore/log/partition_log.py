@@ -25,6 +25,8 @@ Invariants:
   in the middle never leaves a half-truncated log that takes appends.
 * The log cleaner rewrites sealed segments in place, one SQLite transaction per group of
   segments, and bumps the generation (see ``rewrite``): readers see old or new contents.
+* With tiered storage, offsets below the first local segment (and at or above the log start
+  offset) are read from the remote segments (``tiering``, ``logstore.tier``).
 * The doorbell is rung only after a commit returns: inotify events on the ``-wal`` file itself
   fire before the commit is visible to readers, so waking on those would miss records.
 
@@ -49,6 +51,7 @@ from logstore.log.notify import AppendNotifier
 from logstore.log.partition_state import PartitionLock, PartitionState
 from logstore.log.read import ReadMixin, ReadResult
 from logstore.log.rewrite import RewriteMixin
+from logstore.log.tiering import TieringMixin
 from logstore.log.segment import (
     Segment,
     SegmentState,
@@ -61,12 +64,13 @@ from logstore.types import PartitionDescription
 DOORBELL_FILE = ".notify"
 
 
-class PartitionLog(AppendMixin, ReadMixin, CleanupMixin, RewriteMixin):
+class PartitionLog(AppendMixin, ReadMixin, CleanupMixin, RewriteMixin, TieringMixin):
     """The local log of one partition. See the module docstring for the invariants.
 
     The append path is in ``append``, the read path in ``read``, deletion and truncation in
-    ``cleanup``, in-place rewriting for the log cleaner in ``rewrite`` (mixins); this module
-    holds the segment list, caches and lifecycle.
+    ``cleanup``, in-place rewriting for the log cleaner in ``rewrite``, the local side of
+    tiered storage in ``tiering`` (mixins); this module holds the segment list, caches and
+    lifecycle.
     """
 
     def __init__(

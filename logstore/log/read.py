@@ -17,12 +17,19 @@ import bisect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from logstore.errors import OffsetOutOfRangeError, StorageError
+from logstore.errors import (
+    LogstoreError,
+    ObjectNotFoundError,
+    OffsetOutOfRangeError,
+    RemoteStorageError,
+    StorageError,
+)
 from logstore.log.producer_state import AbortedTxn, ProducerEntry
 from logstore.types import IsolationLevel, OffsetAndTimestamp
 
 if TYPE_CHECKING:
     from logstore.log.partition_log import PartitionLog
+    from logstore.tier.remote_storage import RemoteRead
     from logstore.log.segment import Segment
 
 _MAX_RETRIES = 1000
@@ -135,7 +142,27 @@ class ReadMixin:
         total = 0
         position = offset
         vanished = 0
+        remote_reads = 0
         while position < end and total < max_bytes or (position < end and not batches):
+            if position < self.first_local_offset():
+                remote_got = self._read_remote(position, max_bytes - total, end, not batches)
+                remote_reads += 1
+                if remote_got is None:  # deleted by retention meanwhile; the log start moved
+                    if batches:
+                        break
+                    log_start = self._state.get().log_start_offset
+                    raise OffsetOutOfRangeError(
+                        f"offset {position} was deleted from {self} (log start {log_start})",
+                        offset=position, log_start_offset=log_start, log_end_offset=log_end)
+                batches.extend(remote_got.batches)
+                total += remote_got.size_bytes
+                position = max(position, remote_got.next_offset)
+                # Unlike Kafka's remote fetch (one remote segment per fetch), a read goes on
+                # into the next segment, remote or local, so it returns exactly the bytes a
+                # local read would have.
+                if not remote_got.segment_end or remote_reads > _MAX_RETRIES:
+                    break
+                continue
             base = self._segment_base_for(position)
             if base is None:
                 break
@@ -173,7 +200,33 @@ class ReadMixin:
             position = max(position, state.next_offset)
         if committed and batches:
             aborted = self._aborted_between(offset, position, stable)
+            if remote_reads and self.remote is not None:
+                aborted = sorted(set(aborted) | set(self.remote.aborted_between(offset, position)),
+                                 key=lambda a: (a.first_offset, a.last_offset))
         return ReadResult(batches, total, log_start, log_end, log_end, stable, tuple(aborted))
+
+    def _read_remote(
+        self: PartitionLog, position: int, max_bytes: int, end: int, first: bool
+    ) -> RemoteRead | None:
+        """Read below the first local offset from the remote segments; None when the offset
+        was deleted meanwhile (it is below the log start offset now)."""
+        remote = self.remote
+        if remote is None:
+            raise RemoteStorageError(
+                f"offset {position} of {self} is in remote storage (the first local offset is "
+                f"{self.first_local_offset()}): open the log with an object store to read it "
+                "(object_store_url=, or --object-store / LOGSTORE_OBJECT_STORE in the CLI)")
+        error: LogstoreError | None = None
+        for _ in range(3):
+            try:
+                return remote.read(position, max_bytes=max_bytes, end_offset=end, first=first)
+            except (ObjectNotFoundError, RemoteStorageError) as exc:
+                # Deleted by total retention in another process, or tiered segments not yet
+                # in this process's manifest view: look again before deciding.
+                error = exc
+                if position < self._state.get().log_start_offset:
+                    return None
+        raise error if error is not None else StorageError(f"{self}: remote read failed")
 
     def _aborted_between(self: PartitionLog, start: int, end: int, stable: int) -> list[AbortedTxn]:
         """Aborted transactions with data in [start, end): their markers lie at or after
@@ -220,6 +273,11 @@ class ReadMixin:
 
         self._check_generation()
         log_start = self._state.get().log_start_offset
+        if self.remote is not None:
+            found = self.remote.offset_for_timestamp(
+                timestamp_ms, below=self.first_local_offset(), log_start=log_start)
+            if found is not None:
+                return found
         with self._meta_lock:
             bases = list(self._bases)
         for base in bases:

@@ -79,35 +79,7 @@ OBJECT_STORES = ["memory", "local", "s3_mock", "s3_http"]
 #: Small sizes so that multipart uploads and list pagination happen with little data.
 SMALL_PART_BYTES = 5 * 1024 * 1024
 SMALL_PAGE = 7
-S3_REGION = "us-east-1"
-
-
-@pytest.fixture(scope="session")
-def aws_credentials() -> Iterator[None]:
-    """Fake credentials for moto, and no reading of the user's ~/.aws files."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_SESSION_TOKEN", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", S3_REGION)
-        patch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-        patch.delenv("AWS_PROFILE", raising=False)
-        patch.delenv("AWS_ENDPOINT_URL", raising=False)
-        patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        yield
-
-
-@pytest.fixture(scope="session")
-def moto_server(aws_credentials: None) -> Iterator[str]:
-    """The endpoint URL of a moto server on a free port of 127.0.0.1, for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+S3_REGION = "us-east-1"  # the moto server, credentials and its admin client: tests/conftest.py
 
 
 def fresh_bucket_name() -> str:
@@ -134,14 +106,6 @@ def s3_admin_client(aws_credentials: None) -> Any:
     import moto  # noqa: F401  (registers moto's request hook with botocore)
 
     return boto3.client("s3", region_name=S3_REGION)
-
-
-@pytest.fixture(scope="session")
-def s3_http_admin_client(moto_server: str) -> Any:
-    """A boto3 client for the moto server."""
-    import boto3
-
-    return boto3.client("s3", region_name=S3_REGION, endpoint_url=moto_server)
 
 
 @pytest.fixture

@@ -1,0 +1,194 @@
+"""The local side of tiered storage: exporting sealed segments, local and total retention.
+
+With ``remote.storage.enable=true`` a partition's offsets live in two places: remote segments
+(listed in the manifest, read through :class:`~logstore.tier.remote_storage.RemotePartition`,
+attached as ``PartitionLog.remote``) and local segments. Invariants:
+
+* The **log start offset** (``partition.sqlite``) stays the start of the whole log, remote
+  included. The **first local offset** is the base offset of the lowest local segment; reads
+  below it (and at or above the log start) go to the remote segments.
+* **Local retention** (``local.retention.ms`` / ``local.retention.bytes``) deletes only local
+  segments that are sealed and wholly tiered (their next offset is at most the tiered end:
+  the end of the copy-finished remote segments); it never moves the log start offset.
+* **Total retention** (``retention.ms`` / ``retention.bytes``) counts remote segments and the
+  local segments not yet tiered; it advances the log start offset first (durably), then
+  deletes local segments below it and lastly remote ones (manifest ``delete-started`` first,
+  then the object, then the manifest row), so a crash in between leaves objects for the orphan
+  cleaner, never a readable hole.
+* Reading a segment for upload uses a connection of its own and one read snapshot, so the
+  upload sees one consistent version of the segment even if the log cleaner rewrites it.
+
+Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attributes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+from logstore.log.producer_state import AbortedTxn
+from logstore.log.segment import Segment, SegmentState, segment_file_name
+from logstore.types import OffsetAndTimestamp, RetentionReport
+
+if TYPE_CHECKING:
+    from logstore.log.partition_log import PartitionLog
+    from logstore.tier.remote_storage import RemoteRead
+
+
+class RemoteView(Protocol):
+    """What a partition log needs from its remote segments (``tier.remote_storage``)."""
+
+    def read(self, offset: int, *, max_bytes: int, end_offset: int,
+             first: bool = True) -> RemoteRead:
+        ...
+
+    def aborted_between(self, start: int, end: int) -> list[AbortedTxn]:
+        ...
+
+    def offset_for_timestamp(self, timestamp_ms: int, *, below: int,
+                             log_start: int) -> OffsetAndTimestamp | None:
+        ...
+
+    def tiered_end(self) -> int | None:
+        ...
+
+    def segment_bases(self) -> list[int]:
+        """Base offsets of the live remote segments, oldest first."""
+        ...
+
+    def retention_units(self) -> list[tuple[int, int, int]]:
+        """(next offset, max timestamp, size) of every live remote segment, by offset."""
+        ...
+
+    def delete_below(self, log_start: int) -> tuple[int, int]:
+        """Delete remote segments wholly below ``log_start``; (count, bytes)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentExport:
+    """One consistent read of a sealed segment for upload."""
+
+    state: SegmentState
+    rows: Iterator[tuple[int, bytes]]
+    aborted: Sequence[AbortedTxn]
+
+
+class TieringMixin:
+    """Local/remote boundary, export for the tierer, local and total retention."""
+
+    remote: RemoteView | None = None
+
+    def attach_remote(self: PartitionLog, remote: RemoteView | None) -> None:
+        """Serve offsets below the first local segment from ``remote`` (None: nobody can)."""
+        self.remote = remote
+
+    def first_local_offset(self: PartitionLog) -> int:
+        """The base offset of the lowest local segment (as last scanned)."""
+        with self._meta_lock:
+            if not self._bases:
+                self._rescan_unlocked()
+            return self._bases[0]
+
+    @contextmanager
+    def export_segment(self: PartitionLog, base: int) -> Iterator[SegmentExport]:
+        """Read a segment for upload: its summary, its rows and its aborted transactions,
+        all from one snapshot of a connection of its own. Raises FileNotFoundError if gone."""
+        segment = Segment.open(self.directory / segment_file_name(base))
+        try:
+            with segment.read_transaction() as state:
+                aborted = segment.all_aborted()
+                yield SegmentExport(state, segment.iter_rows(), aborted)
+        finally:
+            segment.close()
+
+    def enforce_local_retention(self: PartitionLog, tiered_end: int | None) -> RetentionReport:
+        """Delete local copies of tiered segments past ``local.retention.ms`` /
+        ``local.retention.bytes`` (oldest first, only sealed segments wholly below
+        ``tiered_end``). The log start offset does not move."""
+        config = self._config()
+        deleted = bytes_deleted = 0
+        if tiered_end is not None:
+            with self._lock.hold():
+                self._check_generation()
+                self._rescan()
+                with self._meta_lock:
+                    sealed_bases = self._bases[:-1]
+                states = [self._segment_state(b) for b in sealed_bases]
+                tiered = 0
+                while (tiered < len(states) and states[tiered].next_offset is not None
+                       and 0 <= states[tiered].next_offset <= tiered_end):
+                    tiered += 1
+                count = 0
+                local_ms = config.effective_local_retention_ms
+                if local_ms >= 0:
+                    horizon = self._clock.time_ms() - local_ms
+                    while count < tiered and states[count].max_timestamp < horizon:
+                        count += 1
+                local_bytes = config.effective_local_retention_bytes
+                if local_bytes >= 0:
+                    total = sum(s.size_bytes for s in states) + self._active_size()
+                    by_size = 0
+                    for state in states[:tiered]:
+                        if total - state.size_bytes < local_bytes:
+                            break
+                        total -= state.size_bytes
+                        by_size += 1
+                    count = max(count, by_size)
+                for state in states[:count]:
+                    self._unlink_segment(state.base_offset)
+                    deleted += 1
+                    bytes_deleted += state.size_bytes
+                if deleted:
+                    self._rescan()
+        return RetentionReport(self.topic, self.partition, deleted, bytes_deleted,
+                               self._state.get().log_start_offset)
+
+    def _enforce_total_retention(self: PartitionLog, remote: RemoteView) -> RetentionReport:
+        """``retention.ms`` / ``retention.bytes`` over remote and local segments (see the
+        module docstring), then local retention."""
+        config = self._config()
+        deleted = bytes_deleted = 0
+        tiered_end = remote.tiered_end()
+        if config.deletes:
+            with self._lock.hold():
+                self._check_generation()
+                self._rescan()
+                log_start = self._state.get().log_start_offset
+                with self._meta_lock:
+                    sealed_bases = self._bases[:-1]
+                units = [u for u in remote.retention_units() if u[0] > log_start]
+                for state in (self._segment_state(b) for b in sealed_bases):
+                    if state.next_offset is None or state.next_offset < 0:
+                        continue
+                    if tiered_end is None or state.next_offset > tiered_end:
+                        units.append((state.next_offset, state.max_timestamp, state.size_bytes))
+                units.sort()
+                count = 0
+                if config.retention_ms >= 0:
+                    horizon = self._clock.time_ms() - config.retention_ms
+                    while count < len(units) and units[count][1] < horizon:
+                        count += 1
+                if config.retention_bytes >= 0:
+                    total = sum(u[2] for u in units) + self._active_size()
+                    by_size = 0
+                    for unit in units:
+                        if total - unit[2] < config.retention_bytes:
+                            break
+                        total -= unit[2]
+                        by_size += 1
+                    count = max(count, by_size)
+                if count:
+                    self._state.advance_log_start(units[count - 1][0])
+                deleted, bytes_deleted = self._delete_segments_below(
+                    self._state.get().log_start_offset)
+        # Remote deletions need no lock: the log start offset is already durable, so nothing
+        # below it is readable whatever a crash leaves behind.
+        remote_deleted, remote_bytes = remote.delete_below(self._state.get().log_start_offset)
+        local = self.enforce_local_retention(tiered_end)
+        return RetentionReport(
+            self.topic, self.partition, deleted + remote_deleted + local.segments_deleted,
+            bytes_deleted + remote_bytes + local.bytes_deleted,
+            self._state.get().log_start_offset)
