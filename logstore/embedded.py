@@ -4,7 +4,8 @@ A ``Log`` ties together the metadata store (topics and configs; SQLite in ``<pat
 unless ``metadata_url`` names another database), the local partition logs under
 ``<path>/topics``, the append notifier that wakes consumers, and a background maintenance thread
 that enforces retention every ``maintenance_interval_ms`` and aborts timed-out transactions
-(and finishes prepared ones) every ``transaction_check_interval_ms``.
+(and finishes prepared ones) every ``transaction_check_interval_ms``; opened with an object
+store, also the tiered storage (``logstore.tier.service``) and its tiering thread.
 
 Several processes may open the same directory at once; each gets its own ``Log``. A ``Log`` is
 thread-safe and a context manager; closing it closes the producers and consumers it made.
@@ -62,9 +63,9 @@ if TYPE_CHECKING:
     from logstore.backends.object_store import ObjectStore
     from logstore.compaction.report import CompactionReport
     from logstore.tier.orphans import OrphanReport
-    from logstore.tier.remote_storage import RemoteStorage
+    from logstore.tier.service import TieredStorage
     from logstore.tier.status import PartitionTierStatus
-    from logstore.tier.tierer import Tierer, TierReport
+    from logstore.tier.tierer import TierReport
 
 _log = logging.getLogger("logstore")
 
@@ -72,8 +73,6 @@ DEFAULT_MAINTENANCE_INTERVAL_MS = 300_000
 DEFAULT_TIER_INTERVAL_MS = 5_000
 #: Bytes of remote segments cached in memory per Log (``remote_cache_bytes``).
 DEFAULT_REMOTE_CACHE_BYTES = 64 * 1024 * 1024
-#: How often the tiering thread also runs the orphan cleaner.
-ORPHAN_CHECK_INTERVAL_S = 3600.0
 DEFAULT_TRANSACTION_CHECK_INTERVAL_MS = 10_000
 
 
@@ -155,16 +154,16 @@ class Log:
         self.metadata_url = metadata_url or default_metadata_url(self.path)
         self._store = open_metadata_store(self.metadata_url)
         try:
-            self._remote = _open_remote_storage(
-                object_store_url, object_store, self._store, self.clock, remote_cache_bytes)
+            self._tiered = _open_tiered_storage(
+                object_store_url, object_store, self._store, clock=self.clock,
+                cache_bytes=remote_cache_bytes, temp_dir=self.path)
         except BaseException:
             self._store.close()
             raise
-        self._owns_object_store = object_store is None
         self.notifier = AppendNotifier()
         self._manager = LogManager(
             self.path, clock=self.clock, notifier=self.notifier,
-            remote=None if self._remote is None else self._remote.partition)
+            remote=None if self._tiered is None else self._tiered.partition)
         self._manager.purge_deleted()
         self._cache = TopicCache(self._store, max_age_ms=metadata_max_age_ms)
         self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
@@ -180,7 +179,6 @@ class Log:
         self._closing = False
         self._close_lock = threading.Lock()
         self._maintenance: threading.Thread | None = None
-        self._tierer_instance: Tierer | None = None
         self._recover_transactions()
         if maintenance_interval_ms is not None:
             if maintenance_interval_ms <= 0 or transaction_check_interval_ms <= 0:
@@ -191,14 +189,10 @@ class Log:
                 name="logstore-maintenance", daemon=True,
             )
             self._maintenance.start()
-        self._tiering: threading.Thread | None = None
-        if self._remote is not None and tier_interval_ms is not None:
+        if self._tiered is not None and tier_interval_ms is not None:
             if tier_interval_ms <= 0:
                 raise InvalidArgumentError("tier_interval_ms must be positive or None")
-            self._tiering = threading.Thread(
-                target=self._tier_loop, args=(tier_interval_ms / 1000.0,),
-                name="logstore-tierer", daemon=True)
-            self._tiering.start()
+            self._tiered.start(self, tier_interval_ms, self._closed)
 
     # --- topics ------------------------------------------------------------------------------
 
@@ -434,7 +428,7 @@ class Log:
     @property
     def object_store(self) -> ObjectStore | None:
         """The object store remote segments go to (None: opened without one)."""
-        return None if self._remote is None else self._remote.object_store
+        return None if self._tiered is None else self._tiered.object_store
 
     def tier(
         self,
@@ -447,12 +441,12 @@ class Log:
         object store now, then apply local retention. See :mod:`logstore.tier.tierer`.
         Raises RemoteStorageError if the log was opened without an object store."""
         self._ensure_open()
-        return self._tierer().run(topic, progress=progress, stop=stop)
+        return self._require_tiered().tier(self, topic, progress=progress, stop=stop)
 
     def tier_pending_bytes(self, topic: str | None = None) -> int:
         """Bytes of sealed segments waiting to be tiered (for progress bars and lag)."""
         self._ensure_open()
-        return self._tierer().pending_bytes(topic)
+        return self._require_tiered().tierer(self).pending_bytes(topic)
 
     def tier_status(self, topic: str | None = None) -> list[PartitionTierStatus]:
         """Per partition: local and remote offset ranges, bytes, objects and tierer lag
@@ -468,42 +462,14 @@ class Log:
         """Remove what crashed tierers and deleters left in the object store (see
         :mod:`logstore.tier.orphans`); nothing younger than ``grace_ms`` (default 1 h)."""
         self._ensure_open()
-        from logstore.tier.orphans import DEFAULT_GRACE_MS, clean_orphans
+        return self._require_tiered().clean_orphans(grace_ms=grace_ms, dry_run=dry_run)
 
-        return clean_orphans(self._require_remote(), dry_run=dry_run,
-                             grace_ms=DEFAULT_GRACE_MS if grace_ms is None else grace_ms)
-
-    def _require_remote(self) -> RemoteStorage:
-        if self._remote is None:
+    def _require_tiered(self) -> TieredStorage:
+        if self._tiered is None:
             raise RemoteStorageError(
                 "this log was opened without an object store (object_store_url / "
                 "--object-store / LOGSTORE_OBJECT_STORE)")
-        return self._remote
-
-    def _tierer(self) -> Tierer:
-        with self._close_lock:
-            tierer = self._tierer_instance
-            if tierer is None:
-                from logstore.tier.tierer import Tierer
-
-                tierer = self._tierer_instance = Tierer(self, self._require_remote(),
-                                                        temp_dir=self.path)
-        return tierer
-
-    def _tier_loop(self, interval_s: float) -> None:
-        next_orphan_check = time.monotonic() + ORPHAN_CHECK_INTERVAL_S
-        while not self._closed.wait(interval_s):
-            try:
-                self._tierer().run(stop=self._closed)
-                if time.monotonic() >= next_orphan_check:
-                    next_orphan_check = time.monotonic() + ORPHAN_CHECK_INTERVAL_S
-                    self.clean_remote_orphans()
-            except IllegalStateError:
-                return
-            except LogstoreError as exc:
-                _log.warning("tiering pass failed: %s", exc)
-            except Exception:  # keep the thread alive; the next pass may succeed
-                _log.exception("tiering pass failed unexpectedly")
+        return self._tiered
 
     def run_transaction_maintenance(self) -> list[str]:
         """Abort transactions open past their timeout and finish prepared ones (a producer
@@ -567,14 +533,10 @@ class Log:
         self._closed.set()
         if self._maintenance is not None:
             self._maintenance.join(timeout=30)
-        if self._tiering is not None:
-            self._tiering.join(timeout=60)
         self._manager.close()
         self.notifier.close()
-        if self._remote is not None:
-            self._remote.close()
-            if self._owns_object_store:
-                self._remote.object_store.close()
+        if self._tiered is not None:
+            self._tiered.close()
         self._store.close()
 
     @property
@@ -615,30 +577,14 @@ def _describe(record: TransactionRecord) -> TransactionDescription:
     )
 
 
-def _open_remote_storage(
-    url: str | None,
-    store: ObjectStore | None,
-    metadata: MetadataStore,
-    clock: Clock,
-    cache_bytes: int,
-) -> RemoteStorage | None:
-    """The remote storage of a Log, or None without an object store. The store is checked
-    (read-only) once: a store that can never work fails here; a transient failure is only
-    logged, since local appends and reads do not need the store."""
-    if url is not None and store is not None:
-        raise InvalidArgumentError("pass object_store_url or object_store, not both")
+def _open_tiered_storage(
+    url: str | None, store: ObjectStore | None, metadata: MetadataStore, *, clock: Clock,
+    cache_bytes: int, temp_dir: Path,
+) -> TieredStorage | None:
+    """Tiered storage when an object store is given (imported only then)."""
     if url is None and store is None:
         return None
-    from logstore.backends.object_store import open_object_store
-    from logstore.tier.remote_storage import RemoteStorage
+    from logstore.tier.service import TieredStorage
 
-    opened = open_object_store(url) if store is None else store
-    try:
-        opened.check(write=False)
-    except LogstoreError as exc:
-        if not exc.retriable:
-            if store is None:
-                opened.close()
-            raise
-        _log.warning("object store %s is not answering yet: %s", opened.url, exc)
-    return RemoteStorage(opened, metadata, clock=clock, cache_bytes=cache_bytes)
+    return TieredStorage.open(url, store, metadata, clock=clock, cache_bytes=cache_bytes,
+                              temp_dir=temp_dir)

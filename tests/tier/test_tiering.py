@@ -167,7 +167,7 @@ def test_sequential_remote_reads_prefetch_the_next_chunk(kit, read_all):
     assert log.tier().segments_copied == 1
     log.close()
     reader = kit.open(remote_cache_bytes=3 << 20)
-    storage = reader._remote
+    storage = reader._tiered.storage
     offset = 0
     while offset < 3000:
         fetched = reader.fetch("t", 0, offset, max_bytes=32_768)
