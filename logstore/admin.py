@@ -130,6 +130,12 @@ class TopicAdmin:
         def change(topic: CachedTopic) -> dict[str, object]:
             merged = {k: v for k, v in topic.record.configs.items() if k not in to_delete}
             merged.update(to_set)
+            if (topic.config.remote_storage_enable
+                    and not TopicConfig.from_overrides(merged).remote_storage_enable):
+                # As in Kafka before KIP-950: with tiering off, nothing would read, expire or
+                # clean the remote segments any more.
+                raise InvalidConfigurationError(
+                    f"remote.storage.enable cannot be turned off for topic {name!r} once on")
             return {"configs": merged}
 
         self._update(name, change)

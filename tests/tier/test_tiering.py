@@ -475,3 +475,15 @@ def test_dump_names_the_remote_segment_of_tiered_batches(kit):
             assert info.segment in remote and info.base_offset < remote[info.segment]
         else:
             assert info.segment == plog.first_local_offset()
+
+
+def test_remote_storage_cannot_be_turned_off_once_on(kit):
+    log = kit.open()
+    log.create_topic("t", 1, TIERED)
+    log.alter_topic_config("t", {"local.retention.ms": "1000"})  # other changes are fine
+    for change in ({"remote.storage.enable": "false"}, {"remote.storage.enable": None}):
+        with pytest.raises(logstore.errors.InvalidConfigurationError, match="cannot be turned"):
+            log.alter_topic_config("t", change)
+    assert log.describe_topic("t").config["remote.storage.enable"] == "true"
+    log.create_topic("u", 1, {})
+    log.alter_topic_config("u", {"remote.storage.enable": "true"})  # turning it on is fine
