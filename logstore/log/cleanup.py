@@ -18,7 +18,7 @@ Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from logstore.errors import OffsetOutOfRangeError
 from logstore.log.producer_state import ProducerEntry, apply
@@ -79,20 +79,10 @@ class CleanupMixin:
                 with self._meta_lock:
                     sealed_bases = self._bases[:-1]
                 states = [self._segment_state(b) for b in sealed_bases]
-                count = 0
-                if config.retention_ms >= 0:
-                    horizon = self._clock.time_ms() - config.retention_ms
-                    while count < len(states) and states[count].max_timestamp < horizon:
-                        count += 1
-                if config.retention_bytes >= 0:
-                    total = sum(s.size_bytes for s in states) + self._active_size()
-                    by_size = 0
-                    for state in states:
-                        if total - state.size_bytes < config.retention_bytes:
-                            break
-                        total -= state.size_bytes
-                        by_size += 1
-                    count = max(count, by_size)
+                count = expired_prefix(
+                    [(s.max_timestamp, s.size_bytes) for s in states],
+                    now_ms=self._clock.time_ms(), retention_ms=config.retention_ms,
+                    retention_bytes=config.retention_bytes, extra_bytes=self._active_size())
                 if count:
                     new_start = states[count - 1].next_offset
                     if new_start is not None and new_start >= 0:
@@ -203,6 +193,35 @@ class CleanupMixin:
             finally:
                 target.close()
         self._reset_caches()
+
+
+def expired_prefix(
+    units: Sequence[tuple[int, int]],
+    *,
+    now_ms: int,
+    retention_ms: int,
+    retention_bytes: int,
+    extra_bytes: int = 0,
+    limit: int | None = None,
+) -> int:
+    """How many of ``units`` ((newest timestamp, bytes), oldest first) retention removes: the
+    longest prefix whose newest records are older than ``retention_ms``, or enough of the
+    oldest to bring the total plus ``extra_bytes`` (the active segment) down to
+    ``retention_bytes``, whichever is more, and at most ``limit``. -1 disables a bound."""
+    limit = len(units) if limit is None else min(limit, len(units))
+    count = 0
+    if retention_ms >= 0:
+        horizon = now_ms - retention_ms
+        while count < limit and units[count][0] < horizon:
+            count += 1
+    if retention_bytes >= 0:
+        total = sum(size for _, size in units) + extra_bytes
+        by_size = 0
+        while by_size < limit and total - units[by_size][1] >= retention_bytes:
+            total -= units[by_size][1]
+            by_size += 1
+        count = max(count, by_size)
+    return count
 
 
 def _rebuild_producer_state(segment: Segment, below: int) -> None:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence
 
+from logstore.log.cleanup import expired_prefix
 from logstore.log.producer_state import AbortedTxn
 from logstore.log.segment import Segment, SegmentState, segment_file_name
 from logstore.types import OffsetAndTimestamp, RetentionReport
@@ -121,22 +122,12 @@ class TieringMixin:
                 while (tiered < len(states) and states[tiered].next_offset is not None
                        and 0 <= states[tiered].next_offset <= tiered_end):
                     tiered += 1
-                count = 0
-                local_ms = config.effective_local_retention_ms
-                if local_ms >= 0:
-                    horizon = self._clock.time_ms() - local_ms
-                    while count < tiered and states[count].max_timestamp < horizon:
-                        count += 1
-                local_bytes = config.effective_local_retention_bytes
-                if local_bytes >= 0:
-                    total = sum(s.size_bytes for s in states) + self._active_size()
-                    by_size = 0
-                    for state in states[:tiered]:
-                        if total - state.size_bytes < local_bytes:
-                            break
-                        total -= state.size_bytes
-                        by_size += 1
-                    count = max(count, by_size)
+                count = expired_prefix(
+                    [(s.max_timestamp, s.size_bytes) for s in states],
+                    now_ms=self._clock.time_ms(),
+                    retention_ms=config.effective_local_retention_ms,
+                    retention_bytes=config.effective_local_retention_bytes,
+                    extra_bytes=self._active_size(), limit=tiered)
                 for state in states[:count]:
                     self._unlink_segment(state.base_offset)
                     deleted += 1
@@ -166,20 +157,10 @@ class TieringMixin:
                     if tiered_end is None or state.next_offset > tiered_end:
                         units.append((state.next_offset, state.max_timestamp, state.size_bytes))
                 units.sort()
-                count = 0
-                if config.retention_ms >= 0:
-                    horizon = self._clock.time_ms() - config.retention_ms
-                    while count < len(units) and units[count][1] < horizon:
-                        count += 1
-                if config.retention_bytes >= 0:
-                    total = sum(u[2] for u in units) + self._active_size()
-                    by_size = 0
-                    for unit in units:
-                        if total - unit[2] < config.retention_bytes:
-                            break
-                        total -= unit[2]
-                        by_size += 1
-                    count = max(count, by_size)
+                count = expired_prefix(
+                    [(u[1], u[2]) for u in units], now_ms=self._clock.time_ms(),
+                    retention_ms=config.retention_ms, retention_bytes=config.retention_bytes,
+                    extra_bytes=self._active_size())
                 if count:
                     self._state.advance_log_start(units[count - 1][0])
                 deleted, bytes_deleted = self._delete_segments_below(

@@ -27,13 +27,15 @@ import bisect
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from logstore.backends.manifest_records import COPY_FINISHED, DELETE_STARTED, RemoteSegment
 from logstore.backends.object_store import ObjectStore
 from logstore.clock import Clock
 from logstore.errors import CorruptRecordError, RemoteStorageError, StaleVersionError
 from logstore.log.producer_state import AbortedTxn
+from logstore.records.header import parse_header
 from logstore.records.reader import decode_batch
 from logstore.tier.cache import DEFAULT_CACHE_BYTES, DEFAULT_CHUNK_BYTES, ChunkCache
 from logstore.tier.remote_format import RemoteIndex, iter_frames, parse_tail, tail_range
@@ -235,28 +237,47 @@ class RemotePartition:
         if segment is None:
             raise RemoteStorageError(
                 f"no remote segment of {self.topic}-{self.partition} holds offset {offset}")
-        index = self.storage.index(segment)
-        position = index.position_for(offset)
-        data_end = segment.data_bytes
+        position = self.storage.index(segment).position_for(offset)
         batches: list[bytes] = []
         total = 0
         next_offset = offset
+        stop = position  # where the next read of this segment would start
+        for pos, data, base, last in self._walk(segment, position, max_bytes):
+            size = len(data)
+            if last < offset:
+                stop = pos + size
+                continue
+            if base >= end_offset or (total + size > max_bytes and not (first and not batches)):
+                stop = pos
+                segment_end = False
+                break
+            batches.append(data)
+            total += size
+            next_offset = last + 1
+            stop = pos + size
+            if total >= max_bytes:
+                segment_end = stop >= segment.data_bytes
+                break
+        else:
+            segment_end = True
+        if segment_end and next_offset < end_offset:
+            next_offset = max(next_offset, segment.next_offset)
+        self._maybe_prefetch(segment, offset, stop, next_offset)
+        return RemoteRead(batches, total, next_offset, segment_end)
+
+    def _walk(
+        self, segment: RemoteSegment, position: int, want_bytes: int
+    ) -> Iterator[tuple[int, bytes, int, int]]:
+        """Every whole batch of the segment's data from byte ``position`` (a batch boundary) to
+        the end, as (position, bytes, base offset, last offset), fetched ``want_bytes`` at a
+        time (the cache rounds to chunks). Damage raises RemoteStorageError."""
+        data_end = segment.data_bytes
         buf = b""
         buf_pos = position  # buf holds data[buf_pos : buf_pos + len(buf)]
-        done = False
-        while not done:
+        while buf_pos + len(buf) < data_end:
             have_end = buf_pos + len(buf)
-            if have_end >= data_end:
-                if buf:
-                    raise RemoteStorageError(
-                        f"remote segment {segment.object_key} ends inside a batch at byte "
-                        f"{buf_pos}")
-                break
-            # Ask for what the read still needs (at least a batch header's worth); the cache
-            # turns it into whole chunks, and prefetch brings the next one.
-            want = max(max_bytes - total, _MIN_READ_BYTES)
-            buf += self.storage.read_data(segment, have_end, min(data_end, have_end + want))
-            consumed = 0
+            buf += self.storage.read_data(
+                segment, have_end, min(data_end, have_end + max(want_bytes, _MIN_READ_BYTES)))
             try:
                 frames = list(iter_frames(buf, 0, len(buf),
                                           final=buf_pos + len(buf) >= data_end))
@@ -264,29 +285,12 @@ class RemotePartition:
                 raise RemoteStorageError(
                     f"remote segment {segment.object_key} is damaged near byte {buf_pos}: {exc}"
                 ) from exc
+            consumed = 0
             for pos, size, base, last in frames:
                 consumed = pos + size
-                if last < offset:
-                    continue
-                if base >= end_offset:
-                    done = True
-                    break
-                if total + size > max_bytes and not (first and not batches):
-                    done = True
-                    break
-                batches.append(buf[pos:pos + size])
-                total += size
-                next_offset = last + 1
-                if total >= max_bytes:
-                    done = True
-                    break
+                yield buf_pos + pos, buf[pos:consumed], base, last
             buf = buf[consumed:]
             buf_pos += consumed
-        segment_end = buf_pos >= data_end
-        if segment_end and next_offset < end_offset:
-            next_offset = max(next_offset, segment.next_offset)
-        self._maybe_prefetch(segment, offset, buf_pos + len(buf), next_offset)
-        return RemoteRead(batches, total, next_offset, segment_end)
 
     def _maybe_prefetch(
         self, segment: RemoteSegment, offset: int, read_to: int, next_offset: int
@@ -332,35 +336,15 @@ class RemotePartition:
 
     def _scan_for_time(self, segment: RemoteSegment, position: int, timestamp_ms: int,
                        min_offset: int) -> OffsetAndTimestamp | None:
-        from logstore.records.header import parse_header
-
-        chunk = self.storage.cache.chunk_bytes
-        buf = b""
-        buf_pos = position
-        while buf_pos + len(buf) < segment.data_bytes:
-            have_end = buf_pos + len(buf)
-            buf += self.storage.read_data(segment, have_end,
-                                          min(segment.data_bytes, have_end + chunk))
-            consumed = 0
-            try:
-                frames = list(iter_frames(buf, 0, len(buf),
-                                          final=buf_pos + len(buf) >= segment.data_bytes))
-            except CorruptRecordError as exc:
-                raise RemoteStorageError(
-                    f"remote segment {segment.object_key} is damaged near byte {buf_pos}: {exc}"
-                ) from exc
-            for pos, size, _base, last in frames:
-                consumed = pos + size
-                data = buf[pos:pos + size]
-                header = parse_header(data)
-                if header.is_control or header.max_timestamp < timestamp_ms or last < min_offset:
-                    continue
-                _, records = decode_batch(data, verify_crc=False, min_offset=min_offset)
-                for record in records:
-                    if record.timestamp_ms >= timestamp_ms:
-                        return OffsetAndTimestamp(record.offset, record.timestamp_ms)
-            buf = buf[consumed:]
-            buf_pos += consumed
+        for _pos, data, _base, last in self._walk(segment, position,
+                                                  self.storage.cache.chunk_bytes):
+            header = parse_header(data)
+            if header.is_control or header.max_timestamp < timestamp_ms or last < min_offset:
+                continue
+            _, records = decode_batch(data, verify_crc=False, min_offset=min_offset)
+            for record in records:
+                if record.timestamp_ms >= timestamp_ms:
+                    return OffsetAndTimestamp(record.offset, record.timestamp_ms)
         return None
 
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from logstore.backends.manifest_records import COPY_FINISHED, COPY_STARTED
 from logstore.config import TopicConfig
-from logstore.errors import UnknownTopicOrPartitionError
-from logstore.tier.tierer import TierAccess
+from logstore.tier.tierer import TierAccess, topic_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +45,9 @@ def tier_status(access: TierAccess, topic: str | None = None) -> list[PartitionT
     """The status of every partition (of ``topic``); raises UnknownTopicOrPartitionError for
     an unknown ``topic``."""
     metadata = access.metadata
-    names = [topic] if topic is not None else access.list_topics()
     out: list[PartitionTierStatus] = []
-    for name in names:
-        record = metadata.get_topic(name)
-        if record is None:
-            if topic is not None:
-                raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
-            continue
+    for record in topic_records(access, topic):
+        name = record.name
         enabled = TopicConfig.from_overrides(record.configs).remote_storage_enable
         rows = metadata.remote_segments(record.topic_id)
         for partition in range(record.partition_count):

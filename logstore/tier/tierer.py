@@ -47,7 +47,7 @@ from typing import BinaryIO, Protocol
 
 from logstore.backends.cleaner_records import Lease
 from logstore.backends.manifest_records import COPY_FINISHED, COPY_STARTED, RemoteSegment
-from logstore.backends.metadata import MetadataStore
+from logstore.backends.metadata import MetadataStore, TopicRecord
 from logstore.backends.object_store import Retrier, RetryPolicy
 from logstore.clock import Clock
 from logstore.config import TopicConfig
@@ -75,6 +75,21 @@ UPLOAD_RETRY_POLICY = RetryPolicy(max_attempts=6, base_delay_ms=200.0, max_delay
 def lease_name(topic_id: str, partition: int) -> str:
     """The metadata-store lease that guards the tiering of one partition."""
     return f"tierer/{topic_id}/{partition}"
+
+
+def topic_records(access: TierAccess, topic: str | None = None) -> list[TopicRecord]:
+    """The stored record of every topic (or of ``topic``: UnknownTopicOrPartitionError if it
+    does not exist); topics deleted while listing are left out."""
+    names = [topic] if topic is not None else access.list_topics()
+    found: list[TopicRecord] = []
+    for name in names:
+        record = access.metadata.get_topic(name)
+        if record is None:
+            if topic is not None:
+                raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
+            continue
+        found.append(record)
+    return found
 
 
 class TierAccess(Protocol):
@@ -151,18 +166,11 @@ class Tierer:
 
     def targets(self, topic: str | None = None) -> list[tuple[str, str, int, TopicConfig]]:
         """(topic, topic id, partition, config) of every partition to tier (of ``topic``)."""
-        metadata = self._access.metadata
-        names = [topic] if topic is not None else self._access.list_topics()
         found: list[tuple[str, str, int, TopicConfig]] = []
-        for name in names:
-            record = metadata.get_topic(name)
-            if record is None:
-                if topic is not None:
-                    raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
-                continue
+        for record in topic_records(self._access, topic):
             config = TopicConfig.from_overrides(record.configs)
             if config.remote_storage_enable:
-                found.extend((name, record.topic_id, p, config)
+                found.extend((record.name, record.topic_id, p, config)
                              for p in range(record.partition_count))
         return found
 
