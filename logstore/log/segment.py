@@ -234,6 +234,11 @@ class Segment:
             version = conn.execute("PRAGMA user_version").get
         except apsw.Error as exc:
             conn.close()
+            if not path.exists():
+                # Unlinked by another process (retention, a merge) between the connect and the
+                # first read: SQLite then fails to fstat it (SQLITE_IOERR_FSTAT). Callers treat
+                # a vanished segment as FileNotFoundError and look again.
+                raise FileNotFoundError(path) from exc
             raise translate(exc, f"opening segment {path}") from exc
         if app_id != APPLICATION_ID or version != FORMAT_VERSION:
             conn.close()

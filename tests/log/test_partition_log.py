@@ -379,3 +379,21 @@ def test_create_is_idempotent(tmp_path: Path, clock):
     assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) == [
         segment_file_name(0), "partition.sqlite",
     ]
+
+
+def test_a_segment_unlinked_while_it_is_being_opened_is_not_found(tmp_path, monkeypatch):
+    """Another process's retention may unlink a segment between SQLite's connect and its first
+    read (SQLite then fails to fstat it); that is a vanished segment, which readers retry."""
+    import logstore.log.segment as segment_module
+
+    path = Segment.create(tmp_path, 0, created_ms=0)
+    real = segment_module.set_persist_wal
+
+    def unlink_first(conn):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        real(conn)
+
+    monkeypatch.setattr(segment_module, "set_persist_wal", unlink_first)
+    with pytest.raises(FileNotFoundError):
+        Segment.open(path)
