@@ -189,7 +189,14 @@ def test_if_none_match(object_store: ObjectStore) -> None:
     assert object_store.get("once") == b"third"
 
 
-def test_concurrent_if_none_match_has_one_winner(object_store: ObjectStore) -> None:
+def test_concurrent_if_none_match_has_one_winner(
+    object_store: ObjectStore, request: pytest.FixtureRequest
+) -> None:
+    if request.node.callspec.params.get("object_store", "").startswith("s3"):
+        # The S3 store only sends If-None-Match; atomicity is the server's. Moto checks and
+        # then writes without a lock, so under load two racers can both win there (seen in
+        # CI): the test would measure moto, not this code. Sequential refusal is tested above.
+        pytest.skip("moto's conditional put is not atomic; AWS S3's is")
     barrier = threading.Barrier(6)
     outcomes: list[str] = []
 
