@@ -53,7 +53,7 @@ class ChunkCache:
         *,
         max_bytes: int = DEFAULT_CACHE_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        prefetch_workers: int = 2,
+        prefetch_workers: int = 4,
     ) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise InvalidArgumentError(f"remote cache bytes must be an int >= 0, got {max_bytes!r}")
@@ -79,6 +79,8 @@ class ChunkCache:
         if start >= end:
             return b""
         first, last = start // self.chunk_bytes, (end - 1) // self.chunk_bytes
+        for index in range(first + 1, last + 1):  # later chunks load while the first does
+            self.prefetch(key, index, size=size, load=load)
         parts = [self._chunk(key, index, size, load) for index in range(first, last + 1)]
         base = first * self.chunk_bytes
         joined = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -99,14 +101,29 @@ class ChunkCache:
             future: Future[bytes] = Future()
             self._loading[chunk] = future
             self._prefetches += 1
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=max(1, self._workers), thread_name_prefix="logstore-prefetch")
-            executor = self._executor
+            executor = self._executor_locked()
         try:
             executor.submit(self._fill, chunk, size, load, future, True)
         except RuntimeError:  # shut down meanwhile
             self._settle(chunk, future, error=RuntimeError("cache closed"))
+
+    def submit(self, task: Callable[[], object]) -> None:
+        """Run ``task`` on the prefetch threads (failures are logged, not raised)."""
+        with self._lock:
+            if self._closed or self.max_bytes == 0:
+                return
+            executor = self._executor_locked()
+
+        def run() -> None:
+            try:
+                task()
+            except BaseException as exc:  # noqa: BLE001 - background work; the reader retries
+                _log.debug("background task failed: %s", exc)
+
+        try:
+            executor.submit(run)
+        except RuntimeError:  # shut down meanwhile
+            pass
 
     def chunk_index(self, position: int) -> int:
         """The chunk holding byte ``position``."""
@@ -128,6 +145,12 @@ class ChunkCache:
             executor.shutdown(wait=True, cancel_futures=True)
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _executor_locked(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=max(1, self._workers), thread_name_prefix="logstore-prefetch")
+        return self._executor
 
     def _chunk(self, key: str, index: int, size: int, load: Loader) -> bytes:
         chunk = (key, index)

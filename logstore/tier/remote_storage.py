@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 #: The smallest ranged read (enough for many batch headers; the cache rounds to chunks).
 _MIN_READ_BYTES = 64 * 1024
+#: How many chunks a sequential reader keeps loading ahead of its position.
+READAHEAD_CHUNKS = 4
 #: Parsed indexes kept per process (each is a few KiB to a few hundred KiB).
 INDEX_CACHE_ENTRIES = 512
 
@@ -115,6 +117,9 @@ class RemoteStorage:
     def read_data(self, segment: RemoteSegment, start: int, end: int) -> bytes:
         """Bytes [start, end) of a remote segment's data section, through the cache."""
         key = segment.object_key
+        if self.cache.max_bytes == 0:  # nothing to keep: fetch exactly what was asked
+            end = min(end, segment.data_bytes)
+            return self.object_store.get(key, start=start, end=end) if start < end else b""
         return self.cache.read(key, start, end, size=segment.data_bytes,
                                load=lambda s, e: self.object_store.get(key, start=s, end=e))
 
@@ -123,6 +128,17 @@ class RemoteStorage:
         key = segment.object_key
         self.cache.prefetch(key, self.cache.chunk_index(position), size=segment.data_bytes,
                             load=lambda s, e: self.object_store.get(key, start=s, end=e))
+
+    def prefetch_segment(self, segment: RemoteSegment) -> None:
+        """Load a segment's index and first chunk in the background (a reader is about to
+        cross into it)."""
+        if self.cache.max_bytes == 0:
+            return
+        with self._lock:
+            cached = segment.object_key in self._indexes
+        if not cached:
+            self.cache.submit(lambda: self.index(segment))
+        self.prefetch(segment, 0)
 
     def forget(self, segment: RemoteSegment) -> None:
         """Drop a segment's cached index (it was deleted)."""
@@ -167,6 +183,7 @@ class RemotePartition:
         self._bases: list[int] = []
         self._loaded_ms: int | None = None
         self._sequential_next = -1
+        self._resume: tuple[str, int, int] = ("", -1, 0)
 
     # --- the manifest view -------------------------------------------------------------------
 
@@ -237,7 +254,9 @@ class RemotePartition:
         if segment is None:
             raise RemoteStorageError(
                 f"no remote segment of {self.topic}-{self.partition} holds offset {offset}")
-        position = self.storage.index(segment).position_for(offset)
+        position = self._resume_position(segment, offset)
+        if position is None:
+            position = self.storage.index(segment).position_for(offset)
         batches: list[bytes] = []
         total = 0
         next_offset = offset
@@ -262,7 +281,7 @@ class RemotePartition:
             segment_end = True
         if segment_end and next_offset < end_offset:
             next_offset = max(next_offset, segment.next_offset)
-        self._maybe_prefetch(segment, offset, stop, next_offset)
+        self._maybe_prefetch(segment, offset, stop, next_offset, segment_end)
         return RemoteRead(batches, total, next_offset, segment_end)
 
     def _walk(
@@ -292,18 +311,44 @@ class RemotePartition:
             buf = buf[consumed:]
             buf_pos += consumed
 
+    def _resume_position(self, segment: RemoteSegment, offset: int) -> int | None:
+        """The byte position where the previous read of this partition stopped, if this read
+        continues it (saves scanning from the index entry, up to 256 KiB before)."""
+        with self._lock:
+            key, next_offset, position = self._resume
+        return position if key == segment.object_key and next_offset == offset else None
+
     def _maybe_prefetch(
-        self, segment: RemoteSegment, offset: int, read_to: int, next_offset: int
+        self, segment: RemoteSegment, offset: int, stop: int, next_offset: int,
+        segment_end: bool,
     ) -> None:
+        """Read ahead: a read that continues the previous one (a sequential consumer) gets the
+        next ``READAHEAD_CHUNKS`` chunks loading in the background, any other read one chunk;
+        near the end of a segment, the next segment's index and first chunk too."""
         with self._lock:
             sequential = offset == self._sequential_next
             self._sequential_next = next_offset
-        if sequential and read_to < segment.data_bytes:
-            # The chunk holding read_to is usually cached already (then this is a no-op);
-            # the one after it is what the next read will need.
-            self.storage.prefetch(segment, read_to)
-            self.storage.prefetch(segment, read_to + self.storage.cache.chunk_bytes)
+            self._resume = (segment.object_key, next_offset, stop)
+        chunk = self.storage.cache.chunk_bytes
+        ahead = READAHEAD_CHUNKS if sequential else 1
+        for i in range(ahead + 1):  # the chunk holding `stop` first (usually cached already)
+            position = stop + i * chunk
+            if position >= segment.data_bytes:
+                break
+            self.storage.prefetch(segment, position)
+        if sequential and (segment_end or stop + ahead * chunk >= segment.data_bytes):
+            following = self.segment_for_cached(segment.next_offset)
+            if following is not None:
+                self.storage.prefetch_segment(following)
 
+    def segment_for_cached(self, offset: int) -> RemoteSegment | None:
+        """Like :meth:`segment_for` but from the cached manifest view only (no reload)."""
+        segments = self.segments()
+        with self._lock:
+            index = bisect.bisect_right(self._bases, offset) - 1
+        if 0 <= index < len(segments) and offset < segments[index].next_offset:
+            return segments[index]
+        return None
     def aborted_between(self, start: int, end: int) -> list[AbortedTxn]:
         """Aborted transactions recorded in remote segments whose data may lie in
         [start, end): marker at or after ``start``, first offset before ``end``. Only segments

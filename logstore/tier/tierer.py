@@ -218,6 +218,13 @@ class Tierer:
         copied = copied_bytes = 0
         try:
             plog = self._access.partition_log(topic, partition)
+            tiered_end = self._tiered_end(topic_id, partition)
+            if not self._candidates(plog, tiered_end):
+                # Nothing to copy: no lease (an idle pass writes nothing to the metadata
+                # store); local retention needs only the partition's own lock.
+                local = plog.enforce_local_retention(tiered_end)
+                return PartitionTiering(topic, partition, "up-to-date", 0, 0,
+                                        local.segments_deleted)
             lease = metadata.acquire_lease(lease_name(topic_id, partition), self.holder,
                                            now_ms=clock.time_ms(), duration_ms=LEASE_DURATION_MS)
             if lease is None:

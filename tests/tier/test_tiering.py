@@ -487,3 +487,20 @@ def test_remote_storage_cannot_be_turned_off_once_on(kit):
     assert log.describe_topic("t").config["remote.storage.enable"] == "true"
     log.create_topic("u", 1, {})
     log.alter_topic_config("u", {"remote.storage.enable": "true"})  # turning it on is fine
+
+
+def test_an_idle_pass_takes_no_lease(kit):
+    log = kit.open()
+    log.create_topic("t", 1, TIERED)
+    kit.produce(log, "t", 1000)
+    log.tier()
+    topic_id = log.metadata.get_topic("t").topic_id
+    epoch = log.metadata.read_lease(f"tierer/{topic_id}/0")  # released: None
+    calls = []
+    real = log.metadata.acquire_lease
+    log.metadata.acquire_lease = lambda *a, **k: calls.append(a) or real(*a, **k)  # type: ignore[method-assign]
+    assert [p.status for p in log.tier().partitions] == ["up-to-date"]
+    assert calls == [] and epoch is None
+    kit.produce(log, "t", 500, start=1000)
+    assert [p.status for p in log.tier().partitions] == ["tiered"]
+    assert len(calls) == 1
