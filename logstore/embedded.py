@@ -533,6 +533,8 @@ class Log:
         self._closed.set()
         if self._maintenance is not None:
             self._maintenance.join(timeout=30)
+        if self._tiered is not None:
+            self._tiered.stop()  # before the partition logs its pass uses are closed
         self._manager.close()
         self.notifier.close()
         if self._tiered is not None:

@@ -10,8 +10,10 @@ Reads (:meth:`RemotePartition.read`) find the live (copy-finished) remote segmen
 offset, look up the index entry at or before it (the index is one ranged GET of the object's
 tail, cached), and cut whole batches out of the data with ranged GETs of aligned chunks through
 the cache, so the bytes returned are exactly the stored batches, as a local read returns them.
-A read that continues where the previous one ended (a sequential consumer) prefetches the next
-chunk in the background.
+A read that continues where the previous one ended (a sequential consumer) starts at the byte
+where that one stopped and keeps the next ``READAHEAD_CHUNKS`` chunks loading in the
+background, and near a segment's end the next segment's index and first chunk; any other read
+prefetches one chunk.
 
 The manifest view is cached per partition for ``manifest_max_age_ms`` and reloaded at once on a
 miss, so segments tiered by another process are found immediately and deletions within that

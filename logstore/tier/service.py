@@ -126,11 +126,15 @@ class TieredStorage:
             except Exception:  # noqa: BLE001 - keep the thread alive; the next pass may succeed
                 _log.exception("tiering pass failed unexpectedly")
 
-    def close(self) -> None:
-        """Wait for the background thread (its ``closed`` event must be set), drop the caches
-        and close the object store if this opened it."""
+    def stop(self) -> None:
+        """Wait for the background thread to finish its pass (its ``closed`` event must be
+        set): a pass stops after the copy in progress."""
         if self._thread is not None:
             self._thread.join(timeout=60)
+
+    def close(self) -> None:
+        """Stop the thread, drop the caches and close the object store if this opened it."""
+        self.stop()
         self.storage.close()
         if self._owns_object_store:
             self.storage.object_store.close()
