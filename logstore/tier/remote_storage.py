@@ -37,7 +37,7 @@ from logstore.backends.object_store import ObjectStore
 from logstore.clock import Clock
 from logstore.errors import CorruptRecordError, RemoteStorageError, StaleVersionError
 from logstore.log.producer_state import AbortedTxn
-from logstore.records.header import parse_header
+from logstore.records.header import LENGTH_OFFSET, LOG_OVERHEAD, parse_header
 from logstore.records.reader import decode_batch
 from logstore.tier.cache import DEFAULT_CACHE_BYTES, DEFAULT_CHUNK_BYTES, ChunkCache
 from logstore.tier.remote_format import RemoteIndex, iter_frames, parse_tail, tail_range
@@ -295,10 +295,13 @@ class RemotePartition:
         data_end = segment.data_bytes
         buf = b""
         buf_pos = position  # buf holds data[buf_pos : buf_pos + len(buf)]
+        want = max(want_bytes, _MIN_READ_BYTES)
         while buf_pos + len(buf) < data_end:
             have_end = buf_pos + len(buf)
-            buf += self.storage.read_data(
-                segment, have_end, min(data_end, have_end + max(want_bytes, _MIN_READ_BYTES)))
+            buf += self.storage.read_data(segment, have_end, min(data_end, have_end + want))
+            # Later fetches of this walk usually complete one batch cut off at the end: ask
+            # for that batch's missing bytes, not another full window.
+            want = _MIN_READ_BYTES
             try:
                 frames = list(iter_frames(buf, 0, len(buf),
                                           final=buf_pos + len(buf) >= data_end))
@@ -312,6 +315,9 @@ class RemotePartition:
                 yield buf_pos + pos, buf[pos:consumed], base, last
             buf = buf[consumed:]
             buf_pos += consumed
+            if len(buf) >= LOG_OVERHEAD:  # a cut-off batch: its length says what is missing
+                want = max(want, LOG_OVERHEAD + int.from_bytes(
+                    buf[LENGTH_OFFSET:LOG_OVERHEAD], "big", signed=True) - len(buf))
 
     def _resume_position(self, segment: RemoteSegment, offset: int) -> int | None:
         """The byte position where the previous read of this partition stopped, if this read

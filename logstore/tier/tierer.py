@@ -240,6 +240,8 @@ class Tierer:
                     start = state.base_offset if tiered_end is None else max(
                         state.base_offset, tiered_end)
                     segment = self._copy(plog, topic, topic_id, state.base_offset, start, lease)
+                    if segment is None:
+                        break  # retention or a merge removed it meanwhile: next pass
                     copied += 1
                     copied_bytes += segment.size_bytes
                     tiered_end = segment.next_offset
@@ -282,6 +284,15 @@ class Tierer:
         return found
 
     def _copy(
+        self, plog: PartitionLog, topic: str, topic_id: str, base: int, start: int, lease: Lease
+    ) -> RemoteSegment | None:
+        """Copy one segment (see the module docstring); None if its file is gone."""
+        try:
+            return self._copy_existing(plog, topic, topic_id, base, start, lease)
+        except FileNotFoundError:
+            return None
+
+    def _copy_existing(
         self, plog: PartitionLog, topic: str, topic_id: str, base: int, start: int, lease: Lease
     ) -> RemoteSegment:
         metadata = self._access.metadata

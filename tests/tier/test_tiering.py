@@ -504,3 +504,21 @@ def test_an_idle_pass_takes_no_lease(kit):
     kit.produce(log, "t", 500, start=1000)
     assert [p.status for p in log.tier().partitions] == ["tiered"]
     assert len(calls) == 1
+
+
+def test_a_segment_that_vanishes_before_its_copy_is_skipped_until_the_next_pass(kit, monkeypatch):
+    from logstore.log.partition_log import PartitionLog
+
+    log = kit.open()
+    log.create_topic("t", 1, TIERED)
+    kit.produce(log, "t", 1000)
+    real = PartitionLog.export_segment
+
+    def vanished(self, base):
+        raise FileNotFoundError(base)
+
+    monkeypatch.setattr(PartitionLog, "export_segment", vanished)
+    assert [p.status for p in log.tier().partitions] == ["up-to-date"]
+    assert log.metadata.remote_segments() == []
+    monkeypatch.setattr(PartitionLog, "export_segment", real)
+    assert log.tier().segments_copied > 0
