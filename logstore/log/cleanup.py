@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from logstore.errors import OffsetOutOfRangeError
 from logstore.log.producer_state import ProducerEntry, apply
-from logstore.log.segment import Segment, segment_file_name
+from logstore.log.segment import Segment, SegmentState, segment_file_name
 from logstore.records.control import parse_control
 from logstore.records.header import parse_header
 from logstore.types import RetentionReport
@@ -72,13 +72,7 @@ class CleanupMixin:
                                    self._state.get().log_start_offset)
         if config.deletes:
             with self._lock.hold():
-                # Cached segment states are stale after another process's cleaner merged
-                # segments (a merged segment's range and newest timestamp grew).
-                self._check_generation()
-                self._rescan()
-                with self._meta_lock:
-                    sealed_bases = self._bases[:-1]
-                states = [self._segment_state(b) for b in sealed_bases]
+                states = self._sealed_states_locked()
                 count = expired_prefix(
                     [(s.max_timestamp, s.size_bytes) for s in states],
                     now_ms=self._clock.time_ms(), retention_ms=config.retention_ms,
@@ -92,6 +86,16 @@ class CleanupMixin:
                 )
         return RetentionReport(self.topic, self.partition, deleted, bytes_deleted,
                                self._state.get().log_start_offset)
+
+    def _sealed_states_locked(self: PartitionLog) -> list[SegmentState]:
+        """Fresh summaries of the sealed segments, oldest first. Caller holds the lock."""
+        # Cached segment states are stale after another process's cleaner merged segments
+        # (a merged segment's range and newest timestamp grew).
+        self._check_generation()
+        self._rescan()
+        with self._meta_lock:
+            sealed_bases = self._bases[:-1]
+        return [self._segment_state(b) for b in sealed_bases]
 
     def _active_size(self: PartitionLog) -> int:
         with self._meta_lock:

@@ -113,11 +113,7 @@ class TieringMixin:
         deleted = bytes_deleted = 0
         if tiered_end is not None:
             with self._lock.hold():
-                self._check_generation()
-                self._rescan()
-                with self._meta_lock:
-                    sealed_bases = self._bases[:-1]
-                states = [self._segment_state(b) for b in sealed_bases]
+                states = self._sealed_states_locked()
                 tiered = 0
                 while (tiered < len(states) and states[tiered].next_offset is not None
                        and 0 <= states[tiered].next_offset <= tiered_end):
@@ -145,13 +141,10 @@ class TieringMixin:
         tiered_end = remote.tiered_end()
         if config.deletes:
             with self._lock.hold():
-                self._check_generation()
-                self._rescan()
+                states = self._sealed_states_locked()
                 log_start = self._state.get().log_start_offset
-                with self._meta_lock:
-                    sealed_bases = self._bases[:-1]
                 units = [u for u in remote.retention_units() if u[0] > log_start]
-                for state in (self._segment_state(b) for b in sealed_bases):
+                for state in states:
                     if state.next_offset is None or state.next_offset < 0:
                         continue
                     if tiered_end is None or state.next_offset > tiered_end:

@@ -4,10 +4,12 @@ directory, and real subprocesses of the installed ``logstore`` console script.""
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 import pytest
 from click.testing import CliRunner, Result
@@ -129,3 +131,23 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.fixture
+def line_reader() -> Callable[[IO[bytes] | None], queue.Queue[bytes]]:
+    """``line_reader(pipe)``: the lines of a pipe, read by a thread into a queue (so waiting
+    for one can time out)."""
+
+    def start(stream: IO[bytes] | None) -> queue.Queue[bytes]:
+        if stream is None:
+            raise ValueError("the process has no such pipe")
+        lines: queue.Queue[bytes] = queue.Queue()
+
+        def read() -> None:
+            for line in stream:
+                lines.put(line)
+
+        threading.Thread(target=read, daemon=True).start()
+        return lines
+
+    return start

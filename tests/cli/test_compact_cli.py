@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import signal
-import threading
 from pathlib import Path
-from typing import IO
 
 import pytest
 
@@ -269,17 +267,6 @@ def test_real_process_compacts_and_reports_errors_in_one_line(shell, compacted) 
     assert failed.stderr.startswith(b"error: topic 'plain' is not compacted")
 
 
-def _line_reader(stream: IO[bytes] | None) -> queue.Queue[bytes]:
-    """The lines of a pipe, read by a thread (so waiting for one can time out)."""
-    assert stream is not None
-    lines: queue.Queue[bytes] = queue.Queue()
-
-    def read() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    return lines
 
 
 def _next_line(lines: queue.Queue[bytes], timeout: float = 30) -> bytes:
@@ -287,9 +274,10 @@ def _next_line(lines: queue.Queue[bytes], timeout: float = 30) -> bytes:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_every_runs_until_a_signal_and_exits_0(spawn, compacted, signum: int) -> None:
+def test_every_runs_until_a_signal_and_exits_0(spawn, compacted, line_reader,
+                                               signum: int) -> None:
     proc = spawn("--data-dir", "data", "compact", "--every", "1s", "--format", "json")
-    lines = _line_reader(proc.stdout)
+    lines = line_reader(proc.stdout)
     first = json.loads(_next_line(lines))  # one JSON object per line, per run
     assert [(p["partition"], p["status"]) for p in first["partitions"]] == [(0, "cleaned"),
                                                                            (1, "clean")]
@@ -308,9 +296,9 @@ def test_every_runs_until_a_signal_and_exits_0(spawn, compacted, signum: int) ->
     assert proc.stderr is not None and proc.stderr.read() == b""
 
 
-def test_every_in_text_prints_a_summary_per_run(spawn, compacted) -> None:
+def test_every_in_text_prints_a_summary_per_run(spawn, compacted, line_reader) -> None:
     proc = spawn("--data-dir", "data", "compact", "c", "--every", "1s")
-    lines = _line_reader(proc.stdout)
+    lines = line_reader(proc.stdout)
     headers = 0
     while headers < 2:
         if _next_line(lines).startswith(b"TOPIC"):

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import IO, Callable
+from typing import Callable
 
 import pytest
 
@@ -320,24 +318,14 @@ def test_progress_bar_only_on_a_terminal(run, tiered_api, store: str, monkeypatc
 # --- --every under signals ---------------------------------------------------------------------
 
 
-def _line_reader(stream: IO[bytes] | None) -> queue.Queue[bytes]:
-    assert stream is not None
-    lines: queue.Queue[bytes] = queue.Queue()
-
-    def read() -> None:
-        for line in stream:
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    return lines
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_every_tiers_until_a_signal_and_exits_0(spawn, tiered_api, store: str,
+def test_every_tiers_until_a_signal_and_exits_0(spawn, tiered_api, line_reader, store: str,
                                                 signum: int) -> None:
     proc = spawn("--data-dir", "data", "--object-store", store, "tier", "run", "--every", "0.5",
                  "--format", "json")
-    lines = _line_reader(proc.stdout)
+    lines = line_reader(proc.stdout)
     first = json.loads(lines.get(timeout=30))  # one JSON object per line, per run
     assert [(p["partition"], p["status"], p["segments_copied"])
             for p in first["partitions"]] == [(0, "tiered", 2)]
@@ -352,10 +340,11 @@ def test_every_tiers_until_a_signal_and_exits_0(spawn, tiered_api, store: str,
     assert proc.stderr is not None and proc.stderr.read() == b""
 
 
-def test_every_in_text_prints_a_summary_per_run(spawn, tiered_api, store: str) -> None:
+def test_every_in_text_prints_a_summary_per_run(spawn, tiered_api, line_reader,
+                                                store: str) -> None:
     proc = spawn("--data-dir", "data", "--object-store", store, "tier", "run", "--every",
                  "0.2")
-    lines = _line_reader(proc.stdout)
+    lines = line_reader(proc.stdout)
     headers = 0
     while headers < 2:
         if lines.get(timeout=30).startswith(b"TOPIC"):
