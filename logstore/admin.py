@@ -17,7 +17,13 @@ from typing import Callable, Mapping
 
 from logstore.backends.metadata import MetadataStore, TopicRecord
 from logstore.clock import Clock
-from logstore.config import TOPIC_CONFIG_KEYS, TopicConfig, effective_config, validate_overrides
+from logstore.config import (
+    TOPIC_CONFIG_KEYS,
+    TopicConfig,
+    check_combination,
+    effective_config,
+    validate_overrides,
+)
 from logstore.errors import (
     InvalidArgumentError,
     InvalidConfigurationError,
@@ -76,6 +82,7 @@ class TopicAdmin:
         validate_topic_name(name)
         _validate_partition_count(partitions)
         overrides = validate_overrides(config or {})
+        check_combination(overrides)
         record = self._store.create_topic(
             name, partitions, overrides, created_ms=self._clock.time_ms()
         )
@@ -130,6 +137,7 @@ class TopicAdmin:
         def change(topic: CachedTopic) -> dict[str, object]:
             merged = {k: v for k, v in topic.record.configs.items() if k not in to_delete}
             merged.update(to_set)
+            check_combination(merged)
             if (topic.config.remote_storage_enable
                     and not TopicConfig.from_overrides(merged).remote_storage_enable):
                 # As in Kafka before KIP-950: with tiering off, nothing would read, expire or

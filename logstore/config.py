@@ -204,6 +204,17 @@ def validate_overrides(overrides: Mapping[str, object]) -> dict[str, str]:
     return result
 
 
+def check_combination(overrides: Mapping[str, str]) -> None:
+    """Refuse validated overrides whose keys contradict each other: remote storage with log
+    compaction (Kafka refuses it too, KIP-405: the cleaner only works on local segments, so
+    remote copies would keep every old version of every key forever)."""
+    config = TopicConfig.from_overrides(overrides)
+    if config.remote_storage_enable and config.compacts:
+        raise InvalidConfigurationError(
+            "remote.storage.enable=true cannot be combined with cleanup.policy="
+            f"{config.cleanup_policy}: compacted topics are not tiered (as in Kafka)")
+
+
 @dataclass(frozen=True, slots=True)
 class TopicConfig:
     """The effective, typed configuration of a topic (defaults merged with overrides)."""

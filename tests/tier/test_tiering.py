@@ -522,3 +522,19 @@ def test_a_segment_that_vanishes_before_its_copy_is_skipped_until_the_next_pass(
     assert log.metadata.remote_segments() == []
     monkeypatch.setattr(PartitionLog, "export_segment", real)
     assert log.tier().segments_copied > 0
+
+
+@pytest.mark.parametrize("policy", ["compact", "compact,delete"])
+def test_compacted_topics_are_not_tiered(kit, policy):
+    """As in Kafka (KIP-405): the cleaner works on local segments only, so tiering a compacted
+    topic would keep every old version of every key in the object store."""
+    log = kit.open()
+    with pytest.raises(logstore.errors.InvalidConfigurationError, match="compacted topics"):
+        log.create_topic("t", 1, {"remote.storage.enable": "true", "cleanup.policy": policy})
+    log.create_topic("c", 1, {"cleanup.policy": policy})
+    with pytest.raises(logstore.errors.InvalidConfigurationError, match="compacted topics"):
+        log.alter_topic_config("c", {"remote.storage.enable": "true"})
+    log.create_topic("r", 1, TIERED)
+    with pytest.raises(logstore.errors.InvalidConfigurationError, match="compacted topics"):
+        log.alter_topic_config("r", {"cleanup.policy": policy})
+    assert log.describe_topic("r").config["cleanup.policy"] == "delete"
