@@ -67,6 +67,8 @@ _log = logging.getLogger("logstore.tier")
 
 #: How long a tierer's lease lasts without renewal (renewed before each copy).
 LEASE_DURATION_MS = 60_000
+#: How many batches the copy loop handles between two GIL yields.
+_YIELD_EVERY_BATCHES = 32
 #: Retries of one upload before the copy is abandoned until the next pass.
 UPLOAD_RETRY_POLICY = RetryPolicy(max_attempts=6, base_delay_ms=200.0, max_delay_ms=10_000.0,
                                   max_elapsed_ms=120_000.0)
@@ -303,10 +305,14 @@ class Tierer:
                     raise StaleVersionError(f"segment {base} of {plog} is not sealed any more")
                 writer = RemoteSegmentWriter(out, base_offset=start,
                                              index_interval_bytes=self._index_interval_bytes)
-                for base_offset, data in export.rows:
+                for count, (base_offset, data) in enumerate(export.rows):
                     if base_offset < start:
                         continue
                     writer.add(data)
+                    if count % _YIELD_EVERY_BATCHES == 0:
+                        # Let appending threads have the GIL now rather than after the
+                        # interpreter's 5 ms switch interval: the copy is background work.
+                        time.sleep(0)
                 aborted = [(a.producer_id, a.first_offset, a.last_offset)
                            for a in export.aborted if a.last_offset >= start]
                 summary = writer.finish(next_offset=export.state.next_offset, aborted=aborted)
