@@ -47,6 +47,7 @@ from logstore.backends.object_store import (
     clamp_range,
     iter_chunks,
     open_put_source,
+    put_request_count,
     validate_key,
     validate_prefix,
     validate_range,
@@ -392,9 +393,7 @@ class MemoryObjectStore:
 
     def _requests_for(self, size: int) -> int:
         """PutObject, or CreateMultipartUpload + one UploadPart per part + Complete."""
-        if size <= self._threshold:
-            return 1
-        return 2 + -(-size // self._part_size)
+        return put_request_count(size, threshold=self._threshold, part_size=self._part_size)
 
     def _enter(self, op: str, nbytes: int) -> _Fault | None:
         """Count the call, pick its fault (if any) and sleep its latency, outside the lock."""

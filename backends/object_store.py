@@ -293,6 +293,30 @@ def iter_chunks(stream: BinaryIO, chunk_size: int = COPY_CHUNK_BYTES) -> Iterato
             return
 
 
+# --- multipart uploads ---------------------------------------------------------------------------
+
+#: S3's smallest part, except the last one.
+MIN_PART_SIZE_BYTES = 5 * MiB
+
+
+def multipart_part_count(size: int, part_size: int) -> int:
+    """The parts of a multipart upload of ``size`` bytes (``S3ObjectStore`` splits so): parts
+    of ``part_size`` bytes, a last piece under :data:`MIN_PART_SIZE_BYTES` joining the part
+    before it."""
+    full, rest = divmod(size, part_size)
+    if rest == 0 or (full and rest < MIN_PART_SIZE_BYTES):
+        return max(full, 1)
+    return full + 1
+
+
+def put_request_count(size: int, *, threshold: int, part_size: int) -> int:
+    """PUT-class requests of one upload: a PutObject up to ``threshold`` bytes, else
+    CreateMultipartUpload + one UploadPart per part + CompleteMultipartUpload."""
+    if size <= threshold:
+        return 1
+    return 2 + multipart_part_count(size, part_size)
+
+
 # --- retries -----------------------------------------------------------------------------------
 
 
@@ -495,6 +519,8 @@ __all__ = [
     "Retrier",
     "RetryPolicy",
     "abort_stale_uploads",
+    "multipart_part_count",
+    "put_request_count",
     "open_object_store",
     "validate_key",
     "validate_prefix",

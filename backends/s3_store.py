@@ -56,6 +56,7 @@ from botocore.config import Config
 from logstore.backends.object_store import (
     DEFAULT_RETRY_POLICY,
     MAX_KEY_BYTES,
+    MIN_PART_SIZE_BYTES,
     NO_RETRIES,
     IncompleteUpload,
     MiB,
@@ -83,7 +84,6 @@ from logstore.errors import (
 )
 
 DEFAULT_PART_SIZE_BYTES = 64 * MiB
-MIN_PART_SIZE_BYTES = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000  # S3's maximum number of parts
 MAX_SINGLE_PUT_BYTES = 5 * 1024 * MiB
 # Aborting after a failed upload is best effort: a leftover is the cleaner's job.
@@ -208,17 +208,25 @@ def _etag(response: Mapping[str, Any]) -> str:
 
 
 def _iter_parts(head: bytes, stream: BinaryIO, part_size: int) -> Iterator[bytes]:
-    """Parts of ``part_size`` bytes (the last may be shorter): ``head`` then the stream."""
-    view = memoryview(head)
-    while len(view) >= part_size:
-        yield bytes(view[:part_size])
-        view = view[part_size:]
-    chunk = bytes(view) + read_up_to(stream, part_size - len(view))
-    while chunk:
-        yield chunk
-        if len(chunk) < part_size:
+    """Parts of ``part_size`` bytes: ``head`` then the stream. A last piece smaller than S3's
+    minimum part (5 MiB) joins the part before it (only the last part may be small, and a part
+    may be up to 5 GiB), which saves a request: a 1 GiB segment plus its index is 16 parts,
+    not 17. Holds at most one part plus 5 MiB."""
+    window = part_size + MIN_PART_SIZE_BYTES
+    pending = bytearray(head)
+    eof = False
+    while True:
+        if not eof and len(pending) < window:
+            wanted = window - len(pending)
+            more = read_up_to(stream, wanted)
+            eof = len(more) < wanted
+            pending += more
+        if eof and len(pending) < window:
+            if pending:
+                yield bytes(pending)
             return
-        chunk = read_up_to(stream, part_size)
+        yield bytes(pending[:part_size])
+        del pending[:part_size]
 
 
 class S3ObjectStore:

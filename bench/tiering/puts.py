@@ -12,7 +12,7 @@ import argparse
 from typing import Any
 
 from bench.tiering.moto_s3 import s3_store
-from logstore.backends.object_store import MiB
+from logstore.backends.object_store import MiB, put_request_count
 from logstore.tier.remote_format import DEFAULT_INDEX_INTERVAL_BYTES, FOOTER_SIZE, INDEX_ENTRY
 
 DEFAULT_SEGMENT_BYTES = 1 << 30  # segment.bytes' default
@@ -26,9 +26,7 @@ def put_requests_for(size: int, *, threshold: int = DEFAULT_MULTIPART_BYTES,
     """PUT-class requests of one upload: a PutObject up to ``threshold`` bytes, else
     CreateMultipartUpload + one UploadPart per part + CompleteMultipartUpload (as
     ``S3ObjectStore.put`` and ``MemoryObjectStore``'s ``put_requests``)."""
-    if size <= threshold:
-        return 1
-    return 2 + -(-size // part_size)
+    return put_request_count(size, threshold=threshold, part_size=part_size)
 
 
 def object_size_for(data_bytes: int, index_interval_bytes: int) -> int:

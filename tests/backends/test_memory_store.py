@@ -9,7 +9,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from logstore.backends.memory_store import MemoryObjectStore
-from logstore.backends.object_store import RetryPolicy, abort_stale_uploads, open_object_store
+from logstore.backends.object_store import (
+    MiB,
+    RetryPolicy,
+    abort_stale_uploads,
+    open_object_store,
+)
 from logstore.clock import ManualClock
 from logstore.errors import (
     InvalidArgumentError,
@@ -301,7 +306,23 @@ def test_put_requests_count_what_s3_multipart_uploads_would_cost(clock: ManualCl
     store = MemoryObjectStore(clock=clock, multipart_threshold_bytes=100, part_size_bytes=40)
 
     store.put("small", b"s" * 100)  # one PutObject
-    store.put("large", b"l" * 101)  # create + 3 parts + complete
+    store.put("large", b"l" * 101)  # create + 2 parts (the 21-byte rest joins) + complete
 
     assert store.stats().puts == 2
-    assert store.stats().put_requests == 1 + 5
+    assert store.stats().put_requests == 1 + 4
+
+
+@pytest.mark.parametrize(("size", "requests"), [
+    (5 * MiB, 1),               # at the threshold: one PutObject
+    (5 * MiB + 1, 3),           # one part (the 1-byte rest joins it)
+    (10 * MiB, 4),              # two full parts
+    (10 * MiB + 5, 4),          # a small rest joins the second part
+    (15 * MiB + 1, 5),          # three parts, the byte joining the third
+    (16 * MiB, 5),              # 5 + 5 + 6: a 1 MiB rest joins the third part
+])
+def test_put_requests_count_what_s3_would_need(size, requests):
+    from logstore.backends.memory_store import MemoryObjectStore
+
+    store = MemoryObjectStore(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB)
+    store.put("k", b"x" * size)
+    assert store.stats().put_requests == requests

@@ -301,17 +301,29 @@ def multipart_store(make_store: Callable[..., S3ObjectStore]) -> S3ObjectStore:
 
 
 def test_large_puts_stream_in_parts(multipart_store: S3ObjectStore) -> None:
-    data = bytes(range(256)) * (11 * MiB // 256) + b"tail"
+    data = bytes(range(256)) * (16 * MiB // 256) + b"tail"
     source = RecordingReader(data)
 
     info = multipart_store.put("big", source)  # type: ignore[arg-type]
 
+    # Parts of 5 MiB; the last 1 MiB + 4 bytes (under S3's 5 MiB minimum) joins the third.
     assert info.size_bytes == len(data) and info.etag.endswith("-3")
     assert multipart_store.get("big") == data
     counts = multipart_store.request_counts()
     assert (counts["CreateMultipartUpload"], counts["UploadPart"]) == (1, 3)
     assert counts["CompleteMultipartUpload"] == 1 and "PutObject" not in counts
-    assert -1 not in source.reads and max(source.reads) <= 5 * MiB + 1
+    assert -1 not in source.reads and max(source.reads) <= 10 * MiB  # a part + 5 MiB
+
+
+def test_a_small_last_piece_joins_the_part_before_it(multipart_store: S3ObjectStore) -> None:
+    exact = b"e" * (10 * MiB)
+    assert multipart_store.put("exact", exact).etag.endswith("-2")
+    uneven = b"u" * (10 * MiB + 5)
+    assert multipart_store.put("uneven", uneven).etag.endswith("-2")
+    enough = b"n" * (15 * MiB)
+    assert multipart_store.put("enough", enough).etag.endswith("-3")
+    for key, data in (("exact", exact), ("uneven", uneven), ("enough", enough)):
+        assert multipart_store.get(key) == data
 
 
 def test_data_at_the_threshold_is_one_put(multipart_store: S3ObjectStore) -> None:
@@ -327,7 +339,7 @@ def test_a_failed_part_is_retried_alone(
 
     multipart_store.put("big", b"p" * (11 * MiB))
 
-    assert multipart_store.request_counts()["UploadPart"] == 4
+    assert multipart_store.request_counts()["UploadPart"] == 3  # two parts, one retried
     assert len(recorded_sleeps) == 1
     assert multipart_store.get("big", start=11 * MiB - 1) == b"p"
 
@@ -385,7 +397,7 @@ def test_too_many_parts_is_refused(
     store = make_store(multipart_threshold_bytes=5 * MiB, part_size_bytes=5 * MiB)
 
     with pytest.raises(InvalidArgumentError):
-        store.put("big", b"x" * (11 * MiB))
+        store.put("big", b"x" * (16 * MiB))  # three parts
     assert list(store.list_incomplete_uploads()) == []
 
 

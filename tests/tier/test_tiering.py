@@ -538,3 +538,24 @@ def test_compacted_topics_are_not_tiered(kit, policy):
     with pytest.raises(logstore.errors.InvalidConfigurationError, match="compacted topics"):
         log.alter_topic_config("r", {"cleanup.policy": policy})
     assert log.describe_topic("r").config["cleanup.policy"] == "delete"
+
+
+def test_tiering_with_postgresql_metadata(kit, read_all, postgresql_url):
+    log = kit.open(metadata_url=postgresql_url)
+    log.create_topic("t", 2, {**TIERED, "retention.bytes": "30000"})
+    for partition in (0, 1):
+        kit.produce(log, "t", 1500, partition=partition)
+    before = {p: read_all(log, "t", p) for p in (0, 1)}
+    report = log.tier()
+    assert len(report.partitions) == 2 and not report.failed
+    assert all(p.segments_copied > 3 for p in report.partitions)
+    log.close()
+    again = kit.open(metadata_url=postgresql_url)
+    assert {p: read_all(again, "t", p) for p in (0, 1)} == before
+    again.run_maintenance("t")
+    for status in again.tier_status("t"):
+        assert status.log_start_offset > 0
+        assert status.remote_start_offset is not None
+        assert status.remote_start_offset <= status.log_start_offset
+    rows = again.metadata.remote_segments()
+    assert _objects(kit.store) == sorted(r.object_key for r in rows)
