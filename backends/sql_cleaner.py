@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from logstore.backends import sql_metadata
 from logstore.backends.cleaner_records import (
     LEASE_HOLDER_MAX_LENGTH,
     LEASE_NAME_MAX_LENGTH,
@@ -125,7 +124,7 @@ def acquire_lease(
                 with store._write_engine.begin() as conn:
                     decided, lease = _try_acquire(conn, name, holder, now, expires_ms)
             except sa_exc.IntegrityError as exc:
-                if sql_metadata._is_unique_violation(exc):
+                if _is_unique_violation(exc):
                     continue  # another acquirer inserted the row first: read it
                 raise
             if decided:
@@ -133,6 +132,14 @@ def acquire_lease(
     raise StaleVersionError(
         f"lease {name!r} changed {_ACQUIRE_ATTEMPTS} times while {holder!r} tried to acquire it"
     )
+
+
+def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
+    # Imported here: sql_metadata imports the sql_* modules, so a module-level import would
+    # make this module unimportable on its own (a cycle through sql_manifest).
+    from logstore.backends.sql_metadata import _is_unique_violation as is_unique_violation
+
+    return is_unique_violation(exc)
 
 
 def _try_acquire(

@@ -1,4 +1,7 @@
-"""The SQL metadata store: topics in SQLite (default) or PostgreSQL, through SQLAlchemy Core.
+"""The SQL metadata store in SQLite (default) or PostgreSQL, through SQLAlchemy Core: engines,
+error translation and :class:`SqlMetadataStore`, whose operations live one concept per module in
+:mod:`.sql_topics`, :mod:`.sql_groups`, :mod:`.sql_transactions`, :mod:`.sql_cleaner` and
+:mod:`.sql_manifest` (module-level functions taking the store as first argument).
 
 This module is the boundary to SQLAlchemy and the database drivers: nothing from sqlalchemy,
 sqlite3 or psycopg leaves it (or :mod:`logstore.backends.migrate`, which uses the helpers here).
@@ -21,17 +24,22 @@ out of the engine's pool for the duration of one transaction.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sqlite3
 import threading
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, NoReturn, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, TypeVar
 
-from logstore.backends import migrate, sql_cleaner, sql_groups, sql_manifest, sql_transactions
+from logstore.backends import (
+    migrate,
+    sql_cleaner,
+    sql_groups,
+    sql_manifest,
+    sql_topics,
+    sql_transactions,
+)
 from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
 from logstore.backends.group_records import (
     CommittedOffset,
@@ -41,29 +49,16 @@ from logstore.backends.group_records import (
 )
 from logstore.backends.manifest_records import RemoteSegment
 from logstore.backends.metadata import TopicRecord
-from logstore.backends.schema import (
-    CHANGES_ROW_ID,
-    TOPIC_NAME_MAX_LENGTH,
-    metadata_changes,
-    topics,
-)
 from logstore.backends.txn_records import ProducerIdAllocator, TransactionRecord, TxnUpdate
-from sqlalchemy import Connection, Engine, Row, create_engine, delete, event, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
 from logstore.errors import (
     DatabaseLockedError,
     IllegalStateError,
-    InvalidArgumentError,
-    InvalidConfigurationError,
-    InvalidPartitionsError,
-    InvalidTopicError,
     LogstoreError,
     MetadataStoreError,
-    StaleVersionError,
-    TopicAlreadyExistsError,
-    UnknownTopicOrPartitionError,
 )
 from logstore.types import TopicPartition
 
@@ -71,7 +66,6 @@ T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_BUSY_TIMEOUT_MS = 30_000
-_MAX_PARTITIONS = (1 << 31) - 1  # the partition_count column is a 32-bit integer, as in Kafka
 
 # Execution option read by the SQLite "begin" listener to choose the BEGIN flavour.
 _BEGIN_OPTION = "logstore_sqlite_begin"
@@ -259,8 +253,9 @@ class SqlMetadataStore:
 
     Opening a store brings the schema to this code's head revision (see
     :mod:`logstore.backends.migrate`); that is one cheap query when it is already current.
-    Every write runs in one transaction together with a bump of the ``metadata_changes``
-    counter, and every update/delete is a compare-and-swap on the row's ``version``.
+    Every call runs in one transaction; every topic write also bumps the ``metadata_changes``
+    counter, and every topic update/delete is a compare-and-swap on the row's ``version`` (see
+    :mod:`.sql_topics`).
 
     ``url`` is the database URL with any password masked. Thread-safe; :meth:`close` is
     idempotent and any other call after it raises :class:`IllegalStateError`.
@@ -295,63 +290,19 @@ class SqlMetadataStore:
     def __repr__(self) -> str:
         return f"SqlMetadataStore({self.url!r})"
 
-    # --- topics ------------------------------------------------------------------------------
+    # --- topics and the change counter (implemented in sql_topics) ---------------------------
 
     def create_topic(
         self, name: str, partition_count: int, configs: Mapping[str, str], *, created_ms: int
     ) -> TopicRecord:
-        """Insert a topic with a fresh uuid4 topic id and version 1.
-
-        Raises TopicAlreadyExistsError if the name is taken (also when another process wins a
-        race for the same name).
-        """
-        _check_name(name)
-        _check_partition_count(partition_count)
-        configs_json = _encode_configs(configs)
-        if isinstance(created_ms, bool) or not isinstance(created_ms, int) or created_ms < 0:
-            raise InvalidArgumentError(f"created_ms must be a non-negative int, got {created_ms!r}")
-        record = TopicRecord(
-            name=name,
-            topic_id=str(uuid.uuid4()),
-            partition_count=partition_count,
-            configs=dict(configs),
-            version=1,
-            created_ms=created_ms,
-        )
-        with self._operation(f"creating topic {name!r}"):
-            try:
-                with self._write_engine.begin() as conn:
-                    conn.execute(
-                        insert(topics).values(
-                            name=record.name,
-                            topic_id=record.topic_id,
-                            partition_count=record.partition_count,
-                            configs=configs_json,
-                            version=record.version,
-                            created_ms=record.created_ms,
-                        )
-                    )
-                    _bump_changes(conn)
-            except sa_exc.IntegrityError as exc:
-                if _is_unique_violation(exc):
-                    raise TopicAlreadyExistsError(f"topic {name!r} already exists") from None
-                raise
-        return record
+        """See :meth:`MetadataStore.create_topic` (and :mod:`.sql_topics` for how)."""
+        return sql_topics.create_topic(self, name, partition_count, configs, created_ms=created_ms)
 
     def get_topic(self, name: str) -> TopicRecord | None:
-        """The topic, or None if it does not exist."""
-        _check_name(name)
-        with self._operation(f"reading topic {name!r}"), self._engine.begin() as conn:
-            row = conn.execute(select(topics).where(topics.c.name == name)).one_or_none()
-        return None if row is None else _to_record(row)
+        return sql_topics.get_topic(self, name)
 
     def list_topics(self) -> list[TopicRecord]:
-        """Every topic, sorted by name (code point order, the same on every database)."""
-        with self._operation("listing topics"), self._engine.begin() as conn:
-            rows = conn.execute(select(topics)).all()
-        # Sorted here rather than by ORDER BY: PostgreSQL orders by its locale collation,
-        # which would make the order depend on the backend.
-        return sorted((_to_record(row) for row in rows), key=lambda record: record.name)
+        return sql_topics.list_topics(self)
 
     def update_topic(
         self,
@@ -361,70 +312,16 @@ class SqlMetadataStore:
         partition_count: int | None = None,
         configs: Mapping[str, str] | None = None,
     ) -> TopicRecord:
-        """Replace the partition count and/or the whole config-override map; bumps the version.
-
-        Raises UnknownTopicOrPartitionError if the topic is gone, StaleVersionError if its
-        version is not ``expected_version`` and InvalidArgumentError if nothing is to change.
-        Whether a partition count may change (Kafka: only grow) is the caller's rule.
-        """
-        _check_name(name)
-        _check_version(expected_version)
-        values: dict[str, Any] = {"version": topics.c.version + 1}
-        if partition_count is not None:
-            _check_partition_count(partition_count)
-            values["partition_count"] = partition_count
-        if configs is not None:
-            values["configs"] = _encode_configs(configs)
-        if len(values) == 1:
-            raise InvalidArgumentError("update_topic needs partition_count and/or configs")
-        statement = (
-            update(topics)
-            .where(topics.c.name == name, topics.c.version == expected_version)
-            .values(**values)
-            .returning(*topics.c)
+        return sql_topics.update_topic(
+            self, name, expected_version=expected_version, partition_count=partition_count,
+            configs=configs,
         )
-        with self._operation(f"updating topic {name!r}"), self._write_engine.begin() as conn:
-            row = conn.execute(statement).one_or_none()
-            if row is None:
-                _raise_cas_failure(conn, name, expected_version)
-            _bump_changes(conn)
-        return _to_record(row)
 
     def delete_topic(self, name: str, *, expected_version: int | None = None) -> TopicRecord:
-        """Delete the topic row, and its cleaner checkpoints and manifest rows in the same
-        transaction; return what was deleted.
-
-        Raises UnknownTopicOrPartitionError if it does not exist, StaleVersionError if
-        ``expected_version`` is given and differs.
-        """
-        _check_name(name)
-        statement = delete(topics).where(topics.c.name == name)
-        if expected_version is not None:
-            _check_version(expected_version)
-            statement = statement.where(topics.c.version == expected_version)
-        with self._operation(f"deleting topic {name!r}"), self._write_engine.begin() as conn:
-            row = conn.execute(statement.returning(*topics.c)).one_or_none()
-            if row is None:
-                _raise_cas_failure(conn, name, expected_version)
-            sql_cleaner.delete_checkpoints(conn, row.topic_id)
-            sql_manifest.delete_segments(conn, row.topic_id)
-            _bump_changes(conn)
-        return _to_record(row)
+        return sql_topics.delete_topic(self, name, expected_version=expected_version)
 
     def change_counter(self) -> int:
-        """A number bumped in the same transaction as every topic create, update and delete.
-
-        Reads never change it; it never decreases.
-        """
-        query = select(metadata_changes.c.counter).where(metadata_changes.c.id == CHANGES_ROW_ID)
-        with self._operation("reading the change counter"), self._engine.begin() as conn:
-            value = conn.execute(query).scalar_one_or_none()
-        if value is None:
-            raise MetadataStoreError(
-                "the metadata_changes row is missing: the metadata database is damaged",
-                retriable=False,
-            )
-        return int(value)
+        return sql_topics.change_counter(self)
 
     # --- consumer groups (implemented in sql_groups) -----------------------------------------
 
@@ -546,78 +443,3 @@ class SqlMetadataStore:
         with translating(action):
             yield
 
-
-def _bump_changes(conn: Connection) -> None:
-    result = conn.execute(
-        update(metadata_changes)
-        .where(metadata_changes.c.id == CHANGES_ROW_ID)
-        .values(counter=metadata_changes.c.counter + 1)
-    )
-    if result.rowcount != 1:
-        raise MetadataStoreError(
-            "the metadata_changes row is missing: the metadata database is damaged",
-            retriable=False,
-        )
-
-
-def _raise_cas_failure(conn: Connection, name: str, expected_version: int | None) -> NoReturn:
-    """Explain a write that matched no row: the topic is gone, or its version moved on."""
-    current = conn.execute(
-        select(topics.c.version).where(topics.c.name == name)
-    ).scalar_one_or_none()
-    if current is None:
-        raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
-    raise StaleVersionError(
-        f"topic {name!r} is at version {current}, not the expected {expected_version}"
-    )
-
-
-def _to_record(row: Row[Any]) -> TopicRecord:
-    try:
-        configs = json.loads(row.configs)
-    except ValueError:
-        configs = None
-    if not isinstance(configs, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in configs.items()
-    ):
-        raise MetadataStoreError(
-            f"topic {row.name!r} has unreadable configs in the metadata database",
-            retriable=False,
-        )
-    return TopicRecord(
-        name=row.name,
-        topic_id=row.topic_id,
-        partition_count=row.partition_count,
-        configs=configs,
-        version=row.version,
-        created_ms=row.created_ms,
-    )
-
-
-def _check_name(name: object) -> None:
-    if not isinstance(name, str) or not 1 <= len(name) <= TOPIC_NAME_MAX_LENGTH:
-        raise InvalidTopicError(
-            f"topic name must be a string of 1 to {TOPIC_NAME_MAX_LENGTH} characters, "
-            f"got {name!r}"
-        )
-
-
-def _check_partition_count(count: object) -> None:
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_PARTITIONS:
-        raise InvalidPartitionsError(f"partition count must be an int >= 1, got {count!r}")
-
-
-def _check_version(version: object) -> None:
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise InvalidArgumentError(f"expected_version must be an int, got {version!r}")
-
-
-def _encode_configs(configs: Mapping[str, str]) -> str:
-    if not isinstance(configs, Mapping):
-        raise InvalidConfigurationError(f"configs must be a mapping, got {type(configs).__name__}")
-    for key, value in configs.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidConfigurationError(
-                f"config overrides must map strings to strings, got {key!r}: {value!r}"
-            )
-    return json.dumps(dict(configs), sort_keys=True, separators=(",", ":"))
