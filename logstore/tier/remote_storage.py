@@ -39,7 +39,7 @@ from logstore.errors import CorruptRecordError, RemoteStorageError, StaleVersion
 from logstore.log.producer_state import AbortedTxn
 from logstore.records.header import LENGTH_OFFSET, LOG_OVERHEAD, parse_header
 from logstore.records.reader import decode_batch
-from logstore.tier.cache import DEFAULT_CACHE_BYTES, DEFAULT_CHUNK_BYTES, ChunkCache
+from logstore.tier.cache import DEFAULT_CACHE_BYTES, DEFAULT_CHUNK_BYTES, ChunkCache, Loader
 from logstore.tier.remote_format import RemoteIndex, iter_frames, parse_tail, tail_range
 from logstore.types import OffsetAndTimestamp
 
@@ -118,18 +118,21 @@ class RemoteStorage:
 
     def read_data(self, segment: RemoteSegment, start: int, end: int) -> bytes:
         """Bytes [start, end) of a remote segment's data section, through the cache."""
-        key = segment.object_key
+        load = self._loader(segment.object_key)
         if self.cache.max_bytes == 0:  # nothing to keep: fetch exactly what was asked
             end = min(end, segment.data_bytes)
-            return self.object_store.get(key, start=start, end=end) if start < end else b""
-        return self.cache.read(key, start, end, size=segment.data_bytes,
-                               load=lambda s, e: self.object_store.get(key, start=s, end=e))
+            return load(start, end) if start < end else b""
+        return self.cache.read(segment.object_key, start, end, size=segment.data_bytes,
+                               load=load)
 
     def prefetch(self, segment: RemoteSegment, position: int) -> None:
         """Load the chunk holding data byte ``position`` in the background."""
-        key = segment.object_key
-        self.cache.prefetch(key, self.cache.chunk_index(position), size=segment.data_bytes,
-                            load=lambda s, e: self.object_store.get(key, start=s, end=e))
+        self.cache.prefetch(segment.object_key, self.cache.chunk_index(position),
+                            size=segment.data_bytes, load=self._loader(segment.object_key))
+
+    def _loader(self, key: str) -> Loader:
+        """Ranged GETs of one object."""
+        return lambda start, end: self.object_store.get(key, start=start, end=end)
 
     def prefetch_segment(self, segment: RemoteSegment) -> None:
         """Load a segment's index and first chunk in the background (a reader is about to
@@ -181,38 +184,44 @@ class RemotePartition:
         self.topic_id = topic_id
         self.partition = partition
         self._lock = threading.Lock()
-        self._segments: list[RemoteSegment] = []
-        self._bases: list[int] = []
-        self._loaded_ms: int | None = None
-        self._sequential_next = -1
+        # One immutable snapshot of the live rows (loaded at, rows by base offset, their base
+        # offsets), replaced whole: a reader never pairs rows of one load with bases of another.
+        self._view: tuple[int | None, tuple[RemoteSegment, ...], tuple[int, ...]] = (
+            None, (), ())
         self._resume: tuple[str, int, int] = ("", -1, 0)
 
     # --- the manifest view -------------------------------------------------------------------
 
-    def segments(self, *, refresh: bool = False) -> list[RemoteSegment]:
+    def segments(self, *, refresh: bool = False) -> tuple[RemoteSegment, ...]:
         """The live (copy-finished) remote segments, by base offset."""
+        return self._load(refresh)[1]
+
+    def _load(
+        self, refresh: bool
+    ) -> tuple[int | None, tuple[RemoteSegment, ...], tuple[int, ...]]:
         now = self.storage.clock.time_ms()
         with self._lock:
-            fresh = (self._loaded_ms is not None
-                     and now - self._loaded_ms < self.storage.manifest_max_age_ms)
-            if fresh and not refresh:
-                return list(self._segments)
-        found = self.storage.metadata.remote_segments(
-            self.topic_id, self.partition, states=[COPY_FINISHED])
-        found.sort(key=lambda s: s.base_offset)
+            view = self._view
+        loaded_ms = view[0]
+        if (not refresh and loaded_ms is not None
+                and now - loaded_ms < self.storage.manifest_max_age_ms):
+            return view
+        found = sorted(
+            self.storage.metadata.remote_segments(
+                self.topic_id, self.partition, states=[COPY_FINISHED]),
+            key=lambda s: s.base_offset)
+        view = (now, tuple(found), tuple(s.base_offset for s in found))
         with self._lock:
-            self._segments = found
-            self._bases = [s.base_offset for s in found]
-            self._loaded_ms = now
-        return list(found)
+            self._view = view
+        return view
 
-    def segment_for(self, offset: int) -> RemoteSegment | None:
-        """The live remote segment whose range holds ``offset`` (reloading on a miss)."""
-        for refresh in (False, True):
-            segments = self.segments(refresh=refresh)
-            with self._lock:
-                index = bisect.bisect_right(self._bases, offset) - 1
-            if 0 <= index < len(segments) and offset < segments[index].next_offset:
+    def segment_for(self, offset: int, *, reload_on_miss: bool = True) -> RemoteSegment | None:
+        """The live remote segment whose range holds ``offset`` (reloading the manifest view
+        once on a miss, unless told not to)."""
+        for refresh in (False, True) if reload_on_miss else (False,):
+            _, segments, bases = self._load(refresh)
+            index = bisect.bisect_right(bases, offset) - 1
+            if index >= 0 and offset < segments[index].next_offset:
                 return segments[index]
         return None
 
@@ -223,7 +232,7 @@ class RemotePartition:
     def tiered_end(self) -> int | None:
         """One past the last offset held remotely (None when nothing is)."""
         segments = self.segments()
-        return max((s.next_offset for s in segments), default=None)
+        return segments[-1].next_offset if segments else None  # rows never overlap
 
     def retention_units(self) -> list[tuple[int, int, int]]:
         """(next offset, max timestamp, size) of every live remote segment, by offset."""
@@ -334,8 +343,7 @@ class RemotePartition:
         next ``READAHEAD_CHUNKS`` chunks loading in the background, any other read one chunk;
         near the end of a segment, the next segment's index and first chunk too."""
         with self._lock:
-            sequential = offset == self._sequential_next
-            self._sequential_next = next_offset
+            sequential = offset == self._resume[1]
             self._resume = (segment.object_key, next_offset, stop)
         chunk = self.storage.cache.chunk_bytes
         ahead = READAHEAD_CHUNKS if sequential else 1
@@ -345,18 +353,10 @@ class RemotePartition:
                 break
             self.storage.prefetch(segment, position)
         if sequential and (segment_end or stop + ahead * chunk >= segment.data_bytes):
-            following = self.segment_for_cached(segment.next_offset)
+            following = self.segment_for(segment.next_offset, reload_on_miss=False)
             if following is not None:
                 self.storage.prefetch_segment(following)
 
-    def segment_for_cached(self, offset: int) -> RemoteSegment | None:
-        """Like :meth:`segment_for` but from the cached manifest view only (no reload)."""
-        segments = self.segments()
-        with self._lock:
-            index = bisect.bisect_right(self._bases, offset) - 1
-        if 0 <= index < len(segments) and offset < segments[index].next_offset:
-            return segments[index]
-        return None
     def aborted_between(self, start: int, end: int) -> list[AbortedTxn]:
         """Aborted transactions recorded in remote segments whose data may lie in
         [start, end): marker at or after ``start``, first offset before ``end``. Only segments
