@@ -1,78 +1,46 @@
 """``logstore compact``: run the log cleaner once, or on a schedule with ``--every``.
 
-A thin command over the library: one pass is :meth:`logstore.Log.compact`, ``--every`` is
-:func:`logstore.compaction.job.run_every`. Output follows the CLI's conventions: the summary
+A thin command over the library: one pass is :meth:`logstore.Log.compact`, run once or on a
+schedule by :func:`logstore.cli.schedule.run_job`. Output follows the CLI's conventions: the summary
 (a table, or with ``--format json`` the report's ``to_dict()``) on stdout; the progress bar
 (only when stderr is a terminal), a one-line total and errors on stderr.
 
-Signals: the job runs in a worker thread while the main thread waits for it, and SIGINT or
-SIGTERM only set the job's stop event, so the run in progress ends after the segment group it
-is rewriting (every rewrite is atomic; the cleaner checkpoint keeps what was cleaned) and the
-log closes normally. ``--every`` then exits 0: stopping is how a scheduler ends. A single pass
-stopped that way prints what it did, says ``aborted`` and exits with 128 + the signal number,
-as ``tail`` does for a bounded read. A second signal is not caught (Ctrl-C twice: abort now).
-The handler never touches a lock the main thread could hold: that thread only joins.
+Signals and ``--every``: see :mod:`logstore.cli.schedule`. A run stopped by SIGINT/SIGTERM
+ends after the segment group it is rewriting (every rewrite is atomic; the cleaner checkpoint
+keeps what was cleaned).
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from logstore.cli import output
-from logstore.cli.signals import StopOnSignal
+from logstore.cli.schedule import interval_option, run_job
 from logstore.cli.output import (
+    count,
     echo_json,
     example,
     format_option,
     iso_ms,
-    one_line,
-    parse_duration_ms,
     table,
     to_json,
 )
-from logstore.compaction.job import DEFAULT_MEMORY_BYTES, run_every
+from logstore.compaction.job import DEFAULT_MEMORY_BYTES
 from logstore.compaction.offset_map import MAX_MEMORY_BYTES, MIN_MEMORY_BYTES
 from logstore.compaction.report import CompactionReport, CompactionStatus, PartitionCompaction
-from logstore.errors import LogstoreError
 
 if TYPE_CHECKING:
     from logstore.cli.main import CliState
 
-# How often the waiting main thread wakes up (signals are handled at once regardless).
-_JOIN_POLL_S = 0.5
 # The shortest interval between two redraws of the progress bar.
 _REDRAW_S = 0.1
-_SECONDS = re.compile(r"\d+(\.\d*)?|\.\d+")
 # Statuses whose byte and checkpoint figures describe work (done or, dry, planned).
 _WORKED = (CompactionStatus.CLEANED, CompactionStatus.DRY_RUN, CompactionStatus.INTERRUPTED)
-
-
-def parse_interval_s(text: str) -> float:
-    """``--every``: plain seconds (``90``, ``0.5``) or a duration (``30s``, ``10m``, ``1h``,
-    ``1d``, ``1h30m``), in seconds; must be positive."""
-    compact_text = text.strip()
-    if _SECONDS.fullmatch(compact_text):
-        seconds = float(compact_text)
-    else:
-        try:
-            seconds = parse_duration_ms(compact_text) / 1000
-        except click.ClickException:
-            raise click.BadParameter(
-                f"invalid duration {text!r}: use seconds or a number and a unit (ms, s, m, h, "
-                "d, w), e.g. 30s, 10m, 1h, 1d") from None
-    if seconds <= 0:
-        raise click.BadParameter(f"the interval must be positive, got {text!r}")
-    return seconds
-
-
-def _interval_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    return None if value is None else parse_interval_s(value)
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -108,14 +76,10 @@ def summary_line(report: CompactionReport) -> str:
         counts[p.status.value] = counts.get(p.status.value, 0) + 1
     statuses = ", ".join(f"{n} {status}" for status, n in counts.items())
     verb = "would remove" if report.dry_run else "removed"
-    return (f"{_count(len(report.partitions), 'partition')} ({statuses}): "
+    return (f"{count(len(report.partitions), 'partition')} ({statuses}): "
             f"{report.bytes_before} -> {report.bytes_after} bytes; {verb} "
-            f"{_count(report.records_removed, 'record')}, "
-            f"{_count(report.tombstones_removed, 'tombstone')}")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+            f"{count(report.records_removed, 'record')}, "
+            f"{count(report.tombstones_removed, 'tombstone')}")
 
 
 class _Progress:
@@ -145,31 +109,6 @@ class _Progress:
             bar.__exit__(None, None, None)
 
 
-# --- signals -----------------------------------------------------------------------------------
-
-
-def _run_stoppable(job: Callable[[threading.Event], None]) -> int | None:
-    """Run ``job(stop)`` in a worker thread until it returns; SIGINT/SIGTERM set ``stop``.
-    Re-raises what the job raised; returns the signal that stopped it, if any."""
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            job(stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=work, name="logstore-compact", daemon=True)
-    with StopOnSignal(stop) as stopper:
-        worker.start()
-        while worker.is_alive():
-            worker.join(_JOIN_POLL_S)
-    if failure:
-        raise failure[0]
-    return stopper.signum
-
-
 # --- the command -------------------------------------------------------------------------------
 
 
@@ -186,7 +125,7 @@ def _run_stoppable(job: Callable[[threading.Event], None]) -> int | None:
               help="Clean whatever is dirty, even below min.cleanable.dirty.ratio.")
 @format_option
 @click.option("--every", "interval_s", metavar="DURATION", default=None,
-              callback=_interval_option,
+              callback=interval_option,
               help="Keep running: compact now, then every DURATION (30s, 10m, 1h, 1d or "
                    "seconds), until SIGTERM or Ctrl-C.")
 @click.option("--memory-bytes", type=click.IntRange(MIN_MEMORY_BYTES, MAX_MEMORY_BYTES),
@@ -239,40 +178,10 @@ def compact(state: CliState, topic: str | None, partition: int | None, dry_run: 
             click.echo(f"{iso_ms(log.clock.time_ms())} {line}" if scheduled else line, err=True)
         sys.stdout.flush()  # a scheduler's summaries must not wait in a pipe's buffer
 
-    if not scheduled:
-        def once(stop: threading.Event) -> None:
-            try:
-                result = log.compact(stop=stop, **options)
-            finally:
-                bar.finish()
-            report(result)
-
-        signum = _run_stoppable(once)
-        if signum is not None:
-            click.echo("aborted", err=True)
-            click.get_current_context().exit(128 + signum)
-        return
-
-    stdout_closed: list[BrokenPipeError] = []
-
-    def schedule(stop: threading.Event) -> None:
-        def failed(exc: Exception) -> None:
-            bar.finish()
-            if isinstance(exc, BrokenPipeError):  # the reader of stdout went away: stop
-                stdout_closed.append(exc)
-                stop.set()
-                return
-            message = (str(exc) if isinstance(exc, LogstoreError)
-                       else f"unexpected {type(exc).__name__}: {exc}")
-            click.echo(f"error: {one_line(message or type(exc).__name__)} (the next run "
-                       "tries again)", err=True)
-
-        assert interval_s is not None
+    def run_once(stop: threading.Event) -> CompactionReport:
         try:
-            run_every(log, interval_s, stop, report, on_error=failed, **options)
+            return log.compact(stop=stop, **options)
         finally:
             bar.finish()
 
-    _run_stoppable(schedule)
-    if stdout_closed:
-        raise stdout_closed[0]  # the root group exits quietly with 0
+    run_job(run_once, report, interval_s=interval_s, name="logstore-compact")

@@ -163,6 +163,11 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes} min {rest} s"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1 (``3 segments``, ``1 stale copy``)."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Left-aligned columns separated by two spaces (no trailing spaces, no borders)."""
     cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]

@@ -11,10 +11,9 @@ Output follows the CLI's conventions: results on stdout (a table, or with ``--fo
 one JSON document; under ``--every`` one JSON object per line), progress bars (only when stderr
 is a terminal), one-line totals and errors on stderr.
 
-Signals (``run``): as ``logstore compact``, the pass runs in a worker thread and SIGINT or
-SIGTERM only set its stop event, so it ends after the upload in progress (an interrupted copy
-is never published: the manifest only lists finished ones). ``--every`` then exits 0; a single
-pass prints what it did, says ``aborted`` and exits with 128 + the signal number.
+Signals and ``--every`` (``run``): see :mod:`logstore.cli.schedule`; a pass stopped by
+SIGINT/SIGTERM ends after the upload in progress (an interrupted copy is never published: the
+manifest only lists finished ones).
 """
 
 from __future__ import annotations
@@ -29,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from logstore.cli import output
-from logstore.cli.compact import _interval_option, _run_stoppable
+from logstore.cli.schedule import interval_option, run_job
 from logstore.cli.output import (
+    count,
     CliError,
     dash,
     echo_json,
@@ -42,7 +42,7 @@ from logstore.cli.output import (
     table,
     to_json,
 )
-from logstore.errors import LogstoreError, UnknownTopicOrPartitionError
+from logstore.errors import LogstoreError
 
 if TYPE_CHECKING:
     from logstore.cli.main import CliState
@@ -59,10 +59,6 @@ def _require_object_store(state: CliState) -> None:
     """Fail with one clear line before opening anything when no store was given."""
     if state.object_store_url is None:
         raise CliError(NO_OBJECT_STORE)
-
-
-def _count(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
 
 
 @contextmanager
@@ -115,9 +111,9 @@ def run_line(report: TierReport) -> str:
         counts[p.status] = counts.get(p.status, 0) + 1
     statuses = ", ".join(f"{n} {status}" for status, n in counts.items())
     deleted = sum(p.local_segments_deleted for p in report.partitions)
-    return (f"{_count(len(report.partitions), 'partition')} ({statuses}): copied "
-            f"{_count(report.segments_copied, 'segment')} ({report.bytes_copied} bytes), "
-            f"deleted {_count(deleted, 'local segment')} in {report.duration_ms} ms")
+    return (f"{count(len(report.partitions), 'partition')} ({statuses}): copied "
+            f"{count(report.segments_copied, 'segment')} ({report.bytes_copied} bytes), "
+            f"deleted {count(deleted, 'local segment')} in {report.duration_ms} ms")
 
 
 class _Progress:
@@ -167,7 +163,7 @@ def tier() -> None:
 ))
 @click.option("--topic", default=None, help="Only this topic (default: every topic with "
               "remote.storage.enable=true).")
-@click.option("--every", "interval_s", metavar="DURATION", callback=_interval_option,
+@click.option("--every", "interval_s", metavar="DURATION", callback=interval_option,
               default=None, help="Run again every DURATION (30s, 10m, 1h) until SIGTERM or "
               "Ctrl-C.")
 @format_option
@@ -221,42 +217,11 @@ def run_command(state: CliState, topic: str | None, interval_s: float | None,
             click.echo(f"{iso_ms(log.clock.time_ms())} {line}" if scheduled else line, err=True)
         sys.stdout.flush()  # a scheduler's summaries must not wait in a pipe's buffer
 
-    if not scheduled:
-        def once(stop: threading.Event) -> None:
-            report(one_pass(stop))
-
-        signum = _run_stoppable(once)
-        if signum is not None:
-            click.echo("aborted", err=True)
-            click.get_current_context().exit(128 + signum)
-        if failures:
-            click.echo(f"error: {_count(failures, 'partition')} failed to tier (see ERROR; "
-                       "the next run retries)", err=True)
-            click.get_current_context().exit(1)
-        return
-
-    stdout_closed: list[BrokenPipeError] = []
-
-    def schedule(stop: threading.Event) -> None:
-        assert interval_s is not None
-        while not stop.is_set():
-            try:
-                report(one_pass(stop))
-            except UnknownTopicOrPartitionError:
-                raise  # a mistake in the command line: no later run would do better
-            except BrokenPipeError as exc:  # the reader of stdout went away: stop
-                stdout_closed.append(exc)
-                return
-            except Exception as exc:  # noqa: BLE001 - a scheduler outlives one bad run
-                message = (str(exc) if isinstance(exc, LogstoreError)
-                           else f"unexpected {type(exc).__name__}: {exc}")
-                click.echo(f"error: {one_line(message or type(exc).__name__)} (the next run "
-                           "tries again)", err=True)
-            stop.wait(interval_s)
-
-    _run_stoppable(schedule)
-    if stdout_closed:
-        raise stdout_closed[0]  # the root group exits quietly with 0
+    run_job(one_pass, report, interval_s=interval_s, name="logstore-tier")
+    if failures and not scheduled:
+        click.echo(f"error: {count(failures, 'partition')} failed to tier (see ERROR; "
+                   "the next run retries)", err=True)
+        click.get_current_context().exit(1)
 
 
 # --- status -------------------------------------------------------------------------------------
@@ -369,10 +334,10 @@ def clean_line(report: OrphanReport, grace: str) -> str:
     if not report.total:
         return f"nothing to clean (no debris older than {grace})"
     verb = "would remove" if report.dry_run else "removed"
-    return (f"{verb} {_count(len(report.stale_copies), 'stale copy', 'stale copies')}, "
-            f"{_count(len(report.unfinished_deletes), 'unfinished delete')}, "
-            f"{_count(len(report.orphan_objects), 'orphan object')}, "
-            f"{_count(report.incomplete_uploads, 'incomplete upload')} "
+    return (f"{verb} {count(len(report.stale_copies), 'stale copy', 'stale copies')}, "
+            f"{count(len(report.unfinished_deletes), 'unfinished delete')}, "
+            f"{count(len(report.orphan_objects), 'orphan object')}, "
+            f"{count(report.incomplete_uploads, 'incomplete upload')} "
             f"(older than {grace})")
 
 

@@ -3,7 +3,7 @@
 * :mod:`~logstore.compaction.offset_map` — the fixed-memory key -> latest offset map;
 * :mod:`~logstore.compaction.batch_filter` — what is kept of each batch;
 * :mod:`~logstore.compaction.cleaner` — cleaning one partition, round by round;
-* :mod:`~logstore.compaction.job` — leases, checkpoints, every partition, schedules;
+* :mod:`~logstore.compaction.job` — leases, checkpoints, every partition;
 * :mod:`~logstore.compaction.report` — what a run did.
 
 The segment rewriting itself (atomic, crash-safe, safe with concurrent appends and reads)

@@ -1,4 +1,5 @@
-"""The compaction job: clean every due partition of the compacted topics, once or on a schedule.
+"""The compaction job: clean every due partition of the compacted topics once (``logstore compact
+--every`` repeats it: ``logstore.cli.schedule``).
 
 For each partition of a topic with ``cleanup.policy`` containing ``compact``:
 
@@ -94,30 +95,6 @@ def compact(
             log, target, offset_map, holder, dry_run=dry_run, force=force, progress=advance,
             stop=stop))
     return CompactionReport(tuple(results), dry_run)
-
-
-def run_every(
-    log: Log,
-    interval_s: float,
-    stop: threading.Event,
-    on_report: Callable[[CompactionReport], None],
-    *,
-    on_error: Callable[[Exception], None],
-    **options: object,
-) -> None:
-    """Run :func:`compact` now and then every ``interval_s`` seconds until ``stop`` is set
-    (it interrupts a run after its current segment group). A failed run is reported to
-    ``on_error`` and retried at the next tick."""
-    if interval_s <= 0:
-        raise InvalidArgumentError(f"the interval must be positive, got {interval_s}")
-    while not stop.is_set():
-        try:
-            on_report(compact(log, stop=stop, **options))  # type: ignore[arg-type]
-        except (InvalidArgumentError, UnknownTopicOrPartitionError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - a scheduler outlives one bad run
-            on_error(exc)
-        stop.wait(interval_s)
 
 
 def _targets(log: Log, topic: str | None, partition: int | None) -> list[_Target]:

@@ -12,7 +12,7 @@ import pytest
 
 import logstore
 from logstore.cli import output
-from logstore.cli.compact import parse_interval_s
+from logstore.cli.schedule import parse_interval_s
 from logstore.records.builder import encode_batch
 from logstore.records.reader import iter_records
 
