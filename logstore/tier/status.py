@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from logstore.backends.manifest_records import COPY_FINISHED, COPY_STARTED
 from logstore.config import TopicConfig
-from logstore.tier.tierer import TierAccess, topic_records
+from logstore.tier.tierer import TierAccess, topic_records, untiered_segments
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +55,7 @@ def tier_status(access: TierAccess, topic: str | None = None) -> list[PartitionT
             live = [r for r in mine if r.state == COPY_FINISHED]
             layout = access.partition_log(name, partition).layout()
             tiered_end = max((r.next_offset for r in live), default=None)
-            lag = [s for s in layout.sealed
-                   if s.next_offset is not None and 0 <= s.next_offset <= layout.last_stable_offset
-                   and (tiered_end is None or s.next_offset > tiered_end)]
+            lag = untiered_segments(layout, tiered_end)
             out.append(PartitionTierStatus(
                 topic=name,
                 partition=partition,

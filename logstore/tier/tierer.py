@@ -58,6 +58,7 @@ from logstore.errors import (
     UnknownTopicOrPartitionError,
 )
 from logstore.log.partition_log import PartitionLog
+from logstore.log.rewrite import LogLayout
 from logstore.log.segment import SegmentState
 from logstore.tier.keys import object_key
 from logstore.tier.remote_format import DEFAULT_INDEX_INTERVAL_BYTES, RemoteSegmentWriter
@@ -77,6 +78,19 @@ UPLOAD_RETRY_POLICY = RetryPolicy(max_attempts=6, base_delay_ms=200.0, max_delay
 def lease_name(topic_id: str, partition: int) -> str:
     """The metadata-store lease that guards the tiering of one partition."""
     return f"tierer/{topic_id}/{partition}"
+
+
+def untiered_segments(layout: LogLayout, tiered_end: int | None) -> list[SegmentState]:
+    """The segments a tierer copies next, oldest first: sealed, past the tiered end and wholly
+    below the last stable offset (remote data never holds an open transaction)."""
+    found: list[SegmentState] = []
+    for state in layout.sealed:
+        next_offset = state.next_offset
+        if next_offset is None or next_offset < 0 or next_offset > layout.last_stable_offset:
+            break
+        if tiered_end is None or next_offset > tiered_end:
+            found.append(state)
+    return found
 
 
 def topic_records(access: TierAccess, topic: str | None = None) -> list[TopicRecord]:
@@ -271,19 +285,7 @@ class Tierer:
 
     @staticmethod
     def _candidates(plog: PartitionLog, tiered_end: int | None) -> list[SegmentState]:
-        """Sealed segments past the tiered end and wholly below the last stable offset."""
-        layout = plog.layout()
-        found: list[SegmentState] = []
-        for state in layout.sealed:
-            next_offset = state.next_offset
-            if next_offset is None or next_offset < 0:
-                break
-            if tiered_end is not None and next_offset <= tiered_end:
-                continue
-            if next_offset > layout.last_stable_offset:
-                break
-            found.append(state)
-        return found
+        return untiered_segments(plog.layout(), tiered_end)
 
     def _copy(
         self, plog: PartitionLog, topic: str, topic_id: str, base: int, start: int, lease: Lease
