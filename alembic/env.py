@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
-from alembic import context
-from sqlalchemy import Connection
-
 from logstore.backends.schema import metadata
 from logstore.backends.sql_metadata import begin_write, create_metadata_engine
+from sqlalchemy import Connection
+
+from alembic import context
 
 config = context.config
 

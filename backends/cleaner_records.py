@@ -57,9 +57,17 @@ class CleanerCheckpoint:
     """How far the log of one partition is clean: offsets below ``offset`` are compacted.
 
     ``topic_id`` is the topic's incarnation id, ``updated_ms`` when the checkpoint was written.
+    ``delete_horizon_ms`` is the earliest KIP-534 delete horizon the cleaner left in the log (a
+    tombstone or transaction marker it keeps until then), None if it left none: once it
+    passes, the partition is due for cleaning whatever its dirty ratio (as Kafka 3.x).
     """
 
     topic_id: str
     partition: int
     offset: int
     updated_ms: int
+    delete_horizon_ms: int | None = None
+
+    def delete_horizon_passed(self, now_ms: int) -> bool:
+        """True once ``now_ms`` reaches the earliest delete horizon (there is one)."""
+        return self.delete_horizon_ms is not None and self.delete_horizon_ms <= now_ms

@@ -44,6 +44,7 @@ from logstore.backends.object_store import (
     validate_prefix,
     validate_range,
 )
+
 from logstore.errors import (
     InvalidArgumentError,
     ObjectNotFoundError,

@@ -5,7 +5,8 @@ Faults and latency are injected per operation; the operations are the names in
 
     store = MemoryObjectStore.named("tier-test")
     store.fail_next("put", 2)                            # the next two puts raise, retriably
-    store.fail_next("put", error=ObjectStoreError("lost response"), after=True)  # applied, then raises
+    # applied, then raises:
+    store.fail_next("put", error=ObjectStoreError("lost response"), after=True)
     store.fail_next("put", leave_incomplete_upload=True)  # a writer "crashed" mid-upload
     store.fail_randomly(0.1, seed=7)                     # any operation fails with p = 0.1
     store.set_latency("get", first_byte_ms=50)           # every get waits 50 ms first
@@ -52,6 +53,7 @@ from logstore.backends.object_store import (
     validate_prefix,
     validate_range,
 )
+
 from logstore.clock import SYSTEM_CLOCK, Clock
 from logstore.errors import (
     InvalidArgumentError,

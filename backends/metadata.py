@@ -17,8 +17,9 @@ thread-safe. ``SqlMetadataStore`` (SQLAlchemy Core; SQLite or PostgreSQL) is the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
 from logstore.backends.group_records import (
@@ -154,8 +155,25 @@ class MetadataStore(Protocol):
         """The record of a transactional id (no lock), or None if it does not exist."""
         ...
 
-    def list_transactions(self, states: Iterable[str] | None = None) -> list[TransactionRecord]:
-        """Every transactional id's record (in ``states`` only, if given), sorted by id."""
+    def list_transactions(
+        self, states: Iterable[str] | None = None, *, updated_before_ms: int | None = None
+    ) -> list[TransactionRecord]:
+        """Every transactional id's record (in ``states`` only, if given; last written before
+        ``updated_before_ms`` only, if given), sorted by id."""
+        ...
+
+    def delete_transaction(
+        self, transactional_id: str, *, expected_version: int
+    ) -> TransactionRecord:
+        """Delete the record of a transactional id (the coordinator expires ids unused for
+        ``transactional.id.expiration.ms``) and return what was deleted.
+
+        A compare-and-swap under the id's lock (the lock :meth:`update_transaction` takes): it
+        deletes only the row at ``expected_version``, so an id that a producer wrote since it
+        was read (an InitProducerId, a new transaction) is never deleted from under it. Raises
+        (retriable) StaleVersionError, with nothing deleted, if the row is at another version,
+        TransactionalIdNotFoundError if there is no row, InvalidArgumentError for a bad id.
+        """
         ...
 
     def allocate_producer_id(self) -> int:
@@ -217,8 +235,10 @@ class MetadataStore(Protocol):
         *,
         updated_ms: int,
         lease: Lease | None = None,
+        delete_horizon_ms: int | None = None,
     ) -> CleanerCheckpoint:
-        """Write (insert or replace) the cleaner checkpoint of a partition and return it.
+        """Write (insert or replace) the cleaner checkpoint of a partition, with the earliest
+        delete horizon the cleaner left in its log (None: none), and return it.
 
         With ``lease``, the lease row's holder and epoch are checked in the same transaction
         and LeaseLostError is raised, with nothing written, if they no longer match. Raises

@@ -31,10 +31,11 @@ import hashlib
 import importlib.util
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Iterator
+from typing import TYPE_CHECKING, Final
 
 # A module import, not a from-import: sql_metadata imports this module too, and only attribute
 # access at call time works whichever of the two is imported first.
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 #: The newest revision in ``alembic/versions``. Bump it with every new migration; a test checks
 #: that it matches the scripts (otherwise every open would take the slow path).
-HEAD_REVISION: Final = "0005"
+HEAD_REVISION: Final = "0006"
 
 #: Alembic's bookkeeping table (one row holding the current revision).
 VERSION_TABLE: Final = "alembic_version"
@@ -117,9 +118,12 @@ def migrations_location() -> Path:
 
 def current_revision(url_or_engine: str | Engine) -> str | None:
     """The schema revision of the database (None if it was never migrated)."""
-    with _engine_for(url_or_engine) as engine:
-        with sql_metadata.translating("reading the schema revision"), engine.connect() as conn:
-            revisions = _read_revisions(conn)
+    with (
+        _engine_for(url_or_engine) as engine,
+        sql_metadata.translating("reading the schema revision"),
+        engine.connect() as conn,
+    ):
+        revisions = _read_revisions(conn)
     return ",".join(sorted(revisions)) or None
 
 

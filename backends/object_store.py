@@ -216,7 +216,8 @@ def validate_prefix(prefix: object) -> str:
 
 
 def validate_range(start: object, end: object) -> None:
-    """Raise InvalidArgumentError unless ``0 <= start`` and (``end`` is None or ``start <= end``)."""
+    """Raise InvalidArgumentError unless ``0 <= start`` and (``end`` is None or
+    ``start <= end``)."""
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise InvalidArgumentError(f"start must be an int >= 0, not {start!r}")
     if end is not None and (not isinstance(end, int) or isinstance(end, bool) or end < start):
@@ -244,8 +245,9 @@ def open_put_source(data: PutData) -> Iterator[BinaryIO]:
     if isinstance(data, (bytes, bytearray, memoryview)):
         yield io.BytesIO(data)
     elif isinstance(data, os.PathLike):
+        # Opened outside the `with` below (which closes it) so only open()'s errors are translated.
         try:
-            stream = open(data, "rb")
+            stream = open(data, "rb")  # noqa: SIM115 - closed by the `with` below
         except FileNotFoundError:
             raise InvalidArgumentError(f"put: no such file {os.fspath(data)!r}") from None
         except OSError as exc:
@@ -520,8 +522,8 @@ __all__ = [
     "RetryPolicy",
     "abort_stale_uploads",
     "multipart_part_count",
-    "put_request_count",
     "open_object_store",
+    "put_request_count",
     "validate_key",
     "validate_prefix",
 ]

@@ -52,7 +52,6 @@ import urllib3.exceptions
 from botocore import exceptions as bce
 from botocore import xform_name
 from botocore.config import Config
-
 from logstore.backends.object_store import (
     DEFAULT_RETRY_POLICY,
     MAX_KEY_BYTES,
@@ -72,6 +71,7 @@ from logstore.backends.object_store import (
     validate_prefix,
     validate_range,
 )
+
 from logstore.clock import SYSTEM_CLOCK, Clock
 from logstore.errors import (
     InvalidArgumentError,
@@ -112,12 +112,21 @@ _WRONG_ENDPOINT = "no bucket there: check the bucket name and endpoint_url"
 # Retriable answers meaning the request was not carried out (throttling; a 409 because a
 # concurrent conditional write to the key is in progress), so it cannot have taken effect.
 _NOT_APPLIED_CODES = frozenset(
-    "SlowDown Throttling ThrottlingException TooManyRequests RequestLimitExceeded "
-    "ServiceUnavailable 503 ConditionalRequestConflict OperationAborted".split()
+    [
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "503",
+        "ConditionalRequestConflict",
+        "OperationAborted",
+    ]
 )
 # Retriable answers after which the request may or may not have been carried out.
 _RETRIABLE_CODES = frozenset(
-    "InternalError RequestTimeout RequestTimeoutException BadDigest IncompleteBody".split()
+    ["InternalError", "RequestTimeout", "RequestTimeoutException", "BadDigest", "IncompleteBody"]
 )
 _CREDENTIAL_ERRORS = (
     bce.NoCredentialsError,

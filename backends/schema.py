@@ -26,7 +26,9 @@ Tables:
     identity, the transaction state machine, ``partitions`` (a JSON list of ``[topic,
     partition]``) and ``pending_offsets`` (a JSON object: group id -> list of ``[topic,
     partition, offset, leader_epoch, metadata, commit_ms]``). Written only through
-    ``SqlMetadataStore.update_transaction``, under the transactional id's lock.
+    ``SqlMetadataStore.update_transaction``, under the transactional id's lock, and deleted
+    (expired) by ``delete_transaction`` under the same lock; indexed by state and by
+    ``update_ms`` (the search for ids unused for ``transactional.id.expiration.ms``).
 ``producer_ids``
     Exactly one row (``id`` = 1): the next producer id to hand out, incremented atomically.
 ``leases``
@@ -37,8 +39,9 @@ Tables:
     bumped by every write. Rows are never deleted, so epochs never go back.
 ``cleaner_checkpoints``
     How far the log of each partition is clean (Kafka's cleaner-offset-checkpoint), keyed by
-    the topic's incarnation id (``topics.topic_id``) and partition. Deleted together with the
-    topic row, in the same transaction.
+    the topic's incarnation id (``topics.topic_id``) and partition, and the earliest delete
+    horizon the cleaner left in that log (``delete_horizon_ms``, NULL: none; migration 0006).
+    Deleted together with the topic row, in the same transaction.
 ``remote_segments``
     The tiered-segment manifest (see ``logstore.backends.manifest_records``): one row per
     remote segment (an object in the object store) with its offset range, its object key and
@@ -170,7 +173,7 @@ transactions = Table(
     Column("partitions", Text, nullable=False),
     Column("pending_offsets", Text, nullable=False),
     Column("start_ms", BigInteger, nullable=False),
-    Column("update_ms", BigInteger, nullable=False),
+    Column("update_ms", BigInteger, nullable=False, index=True),
     Column("last_bump", String(16), nullable=False),
     Column("previous_producer_id", BigInteger, nullable=False),
     Column("previous_epoch", Integer, nullable=False),
@@ -208,6 +211,7 @@ cleaner_checkpoints = Table(
     Column("partition", Integer, nullable=False),
     Column("checkpoint_offset", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    Column("delete_horizon_ms", BigInteger, nullable=True),
     PrimaryKeyConstraint("topic_id", "partition"),
     CheckConstraint("partition >= 0", name="partition_non_negative"),
     CheckConstraint("checkpoint_offset >= 0", name="offset_non_negative"),

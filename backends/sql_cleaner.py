@@ -21,14 +21,14 @@ Leases (table ``leases``, values :class:`~logstore.backends.cleaner_records.Leas
   Lease rows are never deleted, so an epoch never goes back.
 
 Cleaner checkpoints (table ``cleaner_checkpoints``, values
-:class:`~logstore.backends.cleaner_records.CleanerCheckpoint`) are upserted by
-:func:`set_cleaner_checkpoint`, in a transaction that first checks that the topic incarnation
-and partition exist (so no checkpoint outlives its topic: ``delete_topic`` deletes them, see
-:func:`delete_checkpoints`) and, when a lease is given, that the lease row still has the lease's
-holder and epoch. On PostgreSQL those rows are read ``FOR SHARE`` / ``FOR KEY SHARE``: a
-takeover of the lease or a delete of the topic waits until the checkpoint is committed, or the
-checkpoint write sees it and fails. A checkpoint may move backwards (e.g. after a truncation);
-ordering is the caller's rule.
+:class:`~logstore.backends.cleaner_records.CleanerCheckpoint`, each with the earliest delete
+horizon the cleaner left in the log) are upserted by :func:`set_cleaner_checkpoint`, in a
+transaction that first checks that the topic incarnation and partition exist (so no checkpoint
+outlives its topic: ``delete_topic`` deletes them, see :func:`delete_checkpoints`) and, when a
+lease is given, that the lease row still has the lease's holder and epoch. On PostgreSQL those
+rows are read ``FOR SHARE`` / ``FOR KEY SHARE``: a takeover of the lease or a delete of the
+topic waits until the checkpoint is committed, or the checkpoint write sees it and fails. A
+checkpoint may move backwards (e.g. after a truncation); ordering is the caller's rule.
 
 Every function is thread-safe: each call runs in one transaction on a connection checked out of
 the store's pool. Times are the caller's milliseconds; nothing here reads a clock.
@@ -264,7 +264,8 @@ def cleaner_checkpoints(store: SqlMetadataStore, topic_id: str) -> dict[int, Cle
         rows = conn.execute(query).all()
     return {
         row.partition: CleanerCheckpoint(
-            row.topic_id, row.partition, row.checkpoint_offset, row.updated_ms
+            row.topic_id, row.partition, row.checkpoint_offset, row.updated_ms,
+            row.delete_horizon_ms,
         )
         for row in sorted(rows, key=lambda r: r.partition)
     }
@@ -278,21 +279,26 @@ def set_cleaner_checkpoint(
     *,
     updated_ms: int,
     lease: Lease | None = None,
+    delete_horizon_ms: int | None = None,
 ) -> CleanerCheckpoint:
     _check_text(topic_id, "topic id", TOPIC_ID_MAX_LENGTH)
     _check_int(partition, "partition", minimum=0, maximum=_MAX_INT)
     _check_int(offset, "checkpoint offset", minimum=0)
     _check_int(updated_ms, "updated_ms", minimum=0)
+    if delete_horizon_ms is not None:
+        # A horizon may lie before the epoch (a batch timestamp + delete.retention.ms can).
+        _check_int(delete_horizon_ms, "delete_horizon_ms", minimum=-_MAX_BIGINT - 1)
     if lease is not None:
         _check_lease(lease)
-    checkpoint = CleanerCheckpoint(topic_id, partition, offset, updated_ms)
+    checkpoint = CleanerCheckpoint(topic_id, partition, offset, updated_ms, delete_horizon_ms)
     action = f"writing the cleaner checkpoint of topic id {topic_id!r} partition {partition}"
     with store._operation(action), store._write_engine.begin() as conn:
         if lease is not None:
             _check_fence(conn, lease)
         _check_partition(conn, topic_id, partition)
         make_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        values = {"checkpoint_offset": offset, "updated_ms": updated_ms}
+        values = {"checkpoint_offset": offset, "updated_ms": updated_ms,
+                  "delete_horizon_ms": delete_horizon_ms}
         conn.execute(
             make_insert(checkpoints_table)
             .values(topic_id=topic_id, partition=partition, **values)

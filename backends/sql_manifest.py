@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from logstore.backends import sql_metadata
 from logstore.backends.cleaner_records import TOPIC_ID_MAX_LENGTH, Lease

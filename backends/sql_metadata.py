@@ -28,9 +28,10 @@ import math
 import re
 import sqlite3
 import threading
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from logstore.backends import (
     migrate,
@@ -177,7 +178,7 @@ def _create_postgresql_engine(parsed: URL, *, connect_timeout_s: float) -> Engin
         ) from None
 
 
-def begin_write(engine: Engine) -> ContextManager[Connection]:
+def begin_write(engine: Engine) -> AbstractContextManager[Connection]:
     """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, an ordinary one elsewhere."""
     return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}).begin()
 
@@ -355,8 +356,17 @@ class SqlMetadataStore:
     def read_transaction(self, transactional_id: str) -> TransactionRecord | None:
         return sql_transactions.read_transaction(self, transactional_id)
 
-    def list_transactions(self, states: Iterable[str] | None = None) -> list[TransactionRecord]:
-        return sql_transactions.list_transactions(self, states)
+    def list_transactions(
+        self, states: Iterable[str] | None = None, *, updated_before_ms: int | None = None
+    ) -> list[TransactionRecord]:
+        return sql_transactions.list_transactions(
+            self, states, updated_before_ms=updated_before_ms)
+
+    def delete_transaction(
+        self, transactional_id: str, *, expected_version: int
+    ) -> TransactionRecord:
+        return sql_transactions.delete_transaction(
+            self, transactional_id, expected_version=expected_version)
 
     def allocate_producer_id(self) -> int:
         return sql_transactions.allocate_producer_id(self)
@@ -386,11 +396,12 @@ class SqlMetadataStore:
 
     def set_cleaner_checkpoint(
         self, topic_id: str, partition: int, offset: int, *, updated_ms: int,
-        lease: Lease | None = None,
+        lease: Lease | None = None, delete_horizon_ms: int | None = None,
     ) -> CleanerCheckpoint:
         """See :meth:`MetadataStore.set_cleaner_checkpoint`."""
         return sql_cleaner.set_cleaner_checkpoint(
-            self, topic_id, partition, offset, updated_ms=updated_ms, lease=lease
+            self, topic_id, partition, offset, updated_ms=updated_ms, lease=lease,
+            delete_horizon_ms=delete_horizon_ms,
         )
 
     # --- the tiered-segment manifest (implemented in sql_manifest) ----------------------------

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Any, Mapping, NoReturn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 # sql_metadata first, and only as a module (attributes are read at call time): it imports this
 # module, sql_cleaner and sql_manifest itself. Importing sql_cleaner first would fail whenever

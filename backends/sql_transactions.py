@@ -11,6 +11,10 @@ A commit's offsets are written through the consumer-group tables in the same dat
 transaction, under each group's lock (taken after the transactional id's, in group id order;
 ``update_group`` only ever holds one group lock, so the lock order has no cycle).
 
+:func:`delete_transaction` removes a transactional id (the coordinator's expiry of ids unused for
+``transactional.id.expiration.ms``): it takes the same lock, and deletes the row only at the
+version the caller read, so it never removes an id that a producer wrote meanwhile.
+
 Producer ids come from the one-row ``producer_ids`` counter: an ``UPDATE ... RETURNING`` that
 increments it, so two allocations, in any processes or hosts, never return the same id.
 """
@@ -18,7 +22,8 @@ increments it, so two allocations, in any processes or hosts, never return the s
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from logstore.backends import sql_groups
 from logstore.backends.group_records import CommittedOffset, GroupRecord
@@ -37,9 +42,14 @@ from logstore.backends.txn_records import (
     TransactionRecord,
     TxnUpdate,
 )
-from sqlalchemy import Connection, Row, insert, select, text, update
+from sqlalchemy import Connection, Row, delete, insert, select, text, update
 
-from logstore.errors import InvalidArgumentError, MetadataStoreError, StaleVersionError
+from logstore.errors import (
+    InvalidArgumentError,
+    MetadataStoreError,
+    StaleVersionError,
+    TransactionalIdNotFoundError,
+)
 from logstore.types import TopicPartition
 
 if TYPE_CHECKING:
@@ -69,15 +79,46 @@ def update_transaction(store: SqlMetadataStore, transactional_id: str, step: Txn
     check_transactional_id(transactional_id)
     action = f"updating transactional id {transactional_id!r}"
     with store._operation(action), store._write_engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:id))"),
-                {"namespace": _TXN_LOCK_NAMESPACE, "id": transactional_id},
-            )
+        _lock(conn, transactional_id)
         current = _read(conn, transactional_id)
         change, result = step(current, lambda: _allocate(conn))
         _apply(conn, transactional_id, current, change)
     return result
+
+
+def delete_transaction(
+    store: SqlMetadataStore, transactional_id: str, *, expected_version: int
+) -> TransactionRecord:
+    check_transactional_id(transactional_id)
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise InvalidArgumentError(
+            f"expected_version must be an int, got {expected_version!r}")
+    action = f"deleting transactional id {transactional_id!r}"
+    with store._operation(action), store._write_engine.begin() as conn:
+        _lock(conn, transactional_id)
+        current = _read(conn, transactional_id)
+        if current is None:
+            raise TransactionalIdNotFoundError(
+                f"transactional id {transactional_id!r} does not exist")
+        if current.version != expected_version:
+            raise StaleVersionError(
+                f"transactional id {transactional_id!r} is at version {current.version}, not "
+                f"{expected_version}: it was written since it was read, and is kept")
+        conn.execute(
+            delete(transactions).where(transactions.c.transactional_id == transactional_id,
+                                       transactions.c.version == expected_version)
+        )
+    return current
+
+
+def _lock(conn: Connection, transactional_id: str) -> None:
+    """Take the transactional id's lock for the rest of the write transaction (SQLite's
+    ``BEGIN IMMEDIATE`` already holds the database's write lock)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:id))"),
+            {"namespace": _TXN_LOCK_NAMESPACE, "id": transactional_id},
+        )
 
 
 def read_transaction(store: SqlMetadataStore, transactional_id: str) -> TransactionRecord | None:
@@ -88,9 +129,15 @@ def read_transaction(store: SqlMetadataStore, transactional_id: str) -> Transact
 
 
 def list_transactions(
-    store: SqlMetadataStore, states: Iterable[str] | None = None
+    store: SqlMetadataStore, states: Iterable[str] | None = None, *,
+    updated_before_ms: int | None = None,
 ) -> list[TransactionRecord]:
     query = select(transactions)
+    if updated_before_ms is not None:
+        if isinstance(updated_before_ms, bool) or not isinstance(updated_before_ms, int):
+            raise InvalidArgumentError(
+                f"updated_before_ms must be an int, got {updated_before_ms!r}")
+        query = query.where(transactions.c.update_ms < updated_before_ms)
     if states is not None:
         wanted = list(states)
         unknown = sorted(set(wanted) - set(TXN_STATES))

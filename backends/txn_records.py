@@ -16,10 +16,11 @@ is how the coordinator tells a retry or an adoption from a zombie.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from logstore.backends.group_records import CommittedOffset
+
 from logstore.types import TopicPartition
 
 EMPTY = "Empty"

@@ -17,11 +17,11 @@ def drop_repository_root() -> None:
     """Remove the repository root from ``sys.path``.
 
     ``python -m bench`` run from the repository root puts the root first on ``sys.path``, where
-    the ``logstore/`` folder would shadow the installed package. That folder lacks the
-    subpackages (``backends``, ``cli``, ...) which only the installation maps into
-    ``logstore``, so with a regular (non-editable) install ``import logstore`` would fail or
-    measure the wrong code. The ``bench`` package itself is already imported by then, and its
-    submodules are found through ``bench.__path__``, not ``sys.path``.
+    the ``logstore/`` folder would shadow the installed package: the source tree imports from
+    its root too (``logstore/_source_tree.py``), but with a regular (non-editable) install it is
+    not the code installed, and it may lack the compiled C accelerator. The ``bench`` package
+    itself is already imported by then, and its submodules are found through
+    ``bench.__path__``, not ``sys.path``.
     """
     root = os.path.realpath(REPOSITORY_ROOT)
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != root]

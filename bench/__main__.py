@@ -1,7 +1,8 @@
 """Benchmark logstore against its peers and against the machine's own limits.
 
 Run from the repository root (``bench`` is not installed with logstore; the logstore measured
-is the installed one):
+is the installed one), with the ``bench`` extra installed (``pip install '.[bench]'``: checked
+before anything runs; ``--no-plots`` and ``--systems`` do without parts of it):
 
     python -m bench --quick      # a smoke run, under 2 minutes: short runs, 100 B and 1 KiB
     python -m bench              # the full run (about 15 minutes on 2 cores)
@@ -34,15 +35,20 @@ from typing import Any
 from bench import drop_repository_root
 
 # `python -m bench` from the repository root puts the root first on sys.path, where the
-# repository's logstore/ folder (without the backends/cli subpackages that only an
-# installation maps in) would shadow the installed package: drop it before importing logstore.
+# repository's logstore/ folder would shadow the installed package (see drop_repository_root):
+# drop it before importing logstore.
 drop_repository_root()
 
-import logstore
-from bench import REPOSITORY_ROOT, limits, report
-from bench.systems import System, SystemUnavailable
-from bench.systems.registry import NAMES, create
-from bench.workloads import (
+import logstore  # noqa: E402 - after drop_repository_root()
+from bench import REPOSITORY_ROOT, limits, report  # noqa: E402 - after drop_repository_root()
+from bench.extras import BENCH_INSTALL, Need, require  # noqa: E402 - after drop_repository_root()
+from bench.systems import System, SystemUnavailable  # noqa: E402 - after drop_repository_root()
+from bench.systems.registry import (  # noqa: E402 - after drop_repository_root()
+    CLIENT_LIBRARIES,
+    NAMES,
+    create,
+)
+from bench.workloads import (  # noqa: E402 - after drop_repository_root()
     BACKLOG,
     FIXED_RATE,
     MAX_RATE,
@@ -69,6 +75,8 @@ MODES: dict[str, dict[str, Any]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Before anything runs: a missing library would otherwise end the run minutes in.
+    require(_needs(args), program="python -m bench", install=BENCH_INSTALL)
     out_dir: Path = args.out_dir
     if args.from_json:
         doc = json.loads(args.from_json.read_text())
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode = "quick" if args.quick else "full"
     settings, partial = _settings(mode, args)
-    names = args.systems.split(",") if args.systems else list(NAMES)
+    names = _system_names(args)
     unknown = sorted(set(names) - set(NAMES))
     if unknown:
         _parser().error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
@@ -117,6 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     stem += "-partial" if partial else ""
     _render(doc, out_dir, stem, latest=mode == "full" and not partial, plots=not args.no_plots)
     return 0
+
+
+def _system_names(args: argparse.Namespace) -> list[str]:
+    return args.systems.split(",") if args.systems else list(NAMES)
+
+
+def _needs(args: argparse.Namespace) -> list[Need]:
+    """The optional libraries (the ``bench`` extra) this run will import."""
+    needs = [] if args.no_plots else [Need("matplotlib", "for the plots (or --no-plots)")]
+    if not args.from_json:
+        users: dict[str, list[str]] = {}
+        for name in _system_names(args):
+            if name in CLIENT_LIBRARIES:
+                users.setdefault(CLIENT_LIBRARIES[name], []).append(name)
+        needs += [Need(module, f"for {', '.join(names)} (or --systems without them)")
+                  for module, names in users.items()]
+    return needs
 
 
 def _settings(mode: str, args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
@@ -245,7 +270,7 @@ def _cell(system: System, cell: Cell, samples_per_s: float) -> list[RunResult]:
 def _attempt(system: System, spec: RunSpec) -> RunResult:
     try:
         return system.run(spec)
-    except Exception as exc:  # one failed run must not end the benchmark
+    except Exception as exc:  # noqa: BLE001 - one failed run must not end the benchmark
         traceback.print_exc()
         return RunResult(spec=spec, error=f"{type(exc).__name__}: {exc}")
 

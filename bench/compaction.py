@@ -171,8 +171,9 @@ def _write_bytes() -> int | None:
 
 def child_main(args: argparse.Namespace) -> int:
     """Compact ``args.child`` once; print one JSON line of figures on stdout."""
+    import logstore.compaction.job
+
     import logstore
-    import logstore.compaction.job  # noqa: F401 - imported before the baseline RSS is read
 
     log = logstore.open(args.child, maintenance_interval_ms=None)
     before_desc = log.describe_topic(TOPIC).partitions[0]
@@ -358,15 +359,15 @@ def table(doc: dict[str, Any]) -> str:
     s = doc["settings"]
     p = doc["produce"]
     lines = [
-        f"{s['records']:,} records of {s['keys']:,} keys (uniform random, seed {s['seed']}), "
+        (f"{s['records']:,} records of {s['keys']:,} keys (uniform random, seed {s['seed']}), "
         f"{s['value_bytes']} B values, {s['batch_records']:,} records per batch, "
         f"segment.bytes {s['segment_bytes']:,}; {doc['machine']}, Python {doc['python']}, "
         f"C accelerator {'on' if doc['accelerated'] else 'off'}, C offset map "
         f"{'on' if doc['c_offset_map'] else 'off'}; load average {doc['load_before'][0]:.2f} "
-        f"before, {doc['load_after'][0]:.2f} after.",
-        f"Produce (encode_records + Log.append, durability=os): {p['seconds']:,.1f} s, "
+        f"before, {doc['load_after'][0]:.2f} after."),
+        (f"Produce (encode_records + Log.append, durability=os): {p['seconds']:,.1f} s, "
         f"{p['records_per_s']:,.0f} records/s; {p['partition_bytes'] / 1e6:,.1f} MB on disk in "
-        f"{p['sealed_segments']} sealed segments; {p['distinct_keys']:,} distinct keys.",
+        f"{p['sealed_segments']} sealed segments; {p['distinct_keys']:,} distinct keys."),
         "",
         "| | " + " | ".join(r["name"] for r in doc["runs"]) + " |",
         "|---|" + "---:|" * len(doc["runs"]),
@@ -402,8 +403,8 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def profile_table(name: str, summary: dict[str, Any], top: int = 12) -> str:
-    lines = [f"cProfile of the {name} compaction ({summary['rounds']} rounds; "
-             f"{summary['total_s']:.1f} s under the profiler):", ""]
+    lines = [(f"cProfile of the {name} compaction ({summary['rounds']} rounds; "
+             f"{summary['total_s']:.1f} s under the profiler):"), ""]
     for key, label in (("by_cumtime", "cumulative"), ("by_tottime", "own (tottime)")):
         lines += [f"| top by {label} | calls | own s | cumulative s |", "|---|---:|---:|---:|"]
         for r in summary[key][:top]:
@@ -453,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         return child_main(args)
     from logstore.compaction.offset_map import COffsetMap
+
     from logstore.records.speedups import accelerated
 
     args.records = args.records or (1_000_000 if args.quick else 10_000_000)
@@ -516,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {base}", file=sys.stderr)
     doc = {
         "benchmark": "compaction",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.compaction", *(argv or sys.argv[1:])]),
         "mode": "quick" if args.quick else "full",
         "python": platform.python_version(),

@@ -41,7 +41,7 @@ def bench(make: Callable[[], OffsetMap], keys: list[bytes], rounds: int) -> dict
 
     def put_each() -> None:
         put = m.put
-        for key, offset in zip(keys, offsets):
+        for key, offset in zip(keys, offsets, strict=True):
             put(key, offset)
 
     def get_each() -> None:

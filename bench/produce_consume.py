@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer records per case")
     parser.add_argument("--records-100b", type=int, default=None)
     parser.add_argument("--records-1k", type=int, default=None)
-    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to write (default: a temp dir)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args(argv)
     counts = {100: args.records_100b or (200_000 if args.quick else 1_000_000),
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(base, ignore_errors=True)
     result = {
         "benchmark": "produce_consume",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python bench/produce_consume.py" + (" --quick" if args.quick else ""),
         "python": sys.version.split()[0],
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
@@ -153,12 +155,12 @@ def _row(case: dict[str, object]) -> str:
 def table(result: dict[str, object]) -> str:
     """A markdown table of a result (also used for the README)."""
     lines = [
-        f"Disk sequential write: {result['disk_write_mb_per_s']:.0f} MB/s; "
+        (f"Disk sequential write: {result['disk_write_mb_per_s']:.0f} MB/s; "
         f"C accelerator: {'on' if result['accelerated'] else 'off'}; {result['machine']}, "
-        f"Python {result['python']}.",
+        f"Python {result['python']}."),
         "",
-        "| value | partitions | durability | produce rec/s | produce MB/s | % of disk "
-        "| consume rec/s | consume MB/s |",
+        ("| value | partitions | durability | produce rec/s | produce MB/s | % of disk "
+        "| consume rec/s | consume MB/s |"),
         "|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for c in result["cases"]:  # type: ignore[attr-defined]

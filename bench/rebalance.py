@@ -169,7 +169,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "rebalance",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "session_timeout_ms": args.session_ms,
         "heartbeat_interval_ms": args.heartbeat_ms,
         "strategy": args.strategy,

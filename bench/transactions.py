@@ -83,7 +83,7 @@ def main() -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     baseline = rows[1]["records_per_s"]
-    print(f"| case | records | records/s | transactions/s | vs idempotent |")
+    print("| case | records | records/s | transactions/s | vs idempotent |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
         txns = f"{row['txns_per_s']:,.0f}" if row["txns_per_s"] else "-"
@@ -94,7 +94,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "transactions",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/transactions.py", *sys.argv[1:]]),
         "durability": args.durability,
         "metadata": "postgresql" if args.metadata_url else "sqlite",

@@ -18,9 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import click
-
 from logstore.cli import output
-from logstore.cli.schedule import interval_option, run_job
 from logstore.cli.output import (
     count,
     echo_json,
@@ -30,6 +28,7 @@ from logstore.cli.output import (
     table,
     to_json,
 )
+from logstore.cli.schedule import interval_option, run_job
 from logstore.compaction.job import DEFAULT_MEMORY_BYTES
 from logstore.compaction.offset_map import MAX_MEMORY_BYTES, MIN_MEMORY_BYTES
 from logstore.compaction.report import CompactionReport, CompactionStatus, PartitionCompaction
@@ -49,7 +48,7 @@ _WORKED = (CompactionStatus.CLEANED, CompactionStatus.DRY_RUN, CompactionStatus.
 def _row(p: PartitionCompaction) -> tuple[object, ...]:
     worked = p.status in _WORKED
     return (
-        p.topic, p.partition, p.status.value,
+        p.topic, p.partition, p.status.value, "-" if p.due is None else p.due.value,
         "-" if p.status is CompactionStatus.BUSY else f"{p.dirty_ratio:.2f}",
         p.bytes_before if worked else "-", p.bytes_after if worked else "-",
         p.records_removed, p.tombstones_removed,
@@ -61,7 +60,7 @@ def _row(p: PartitionCompaction) -> tuple[object, ...]:
 def summary_table(report: CompactionReport) -> str:
     """The text summary: one row per partition looked at."""
     return table(
-        ["TOPIC", "PARTITION", "STATUS", "DIRTY_RATIO", "BYTES_BEFORE", "BYTES_AFTER",
+        ["TOPIC", "PARTITION", "STATUS", "DUE", "DIRTY_RATIO", "BYTES_BEFORE", "BYTES_AFTER",
          "RECORDS_REMOVED", "TOMBSTONES_REMOVED", "CHECKPOINT", "DURATION_MS", "REASON"],
         [_row(p) for p in report.partitions],
     )
@@ -138,14 +137,16 @@ def compact(state: CliState, topic: str | None, partition: int | None, dry_run: 
     """Compact topics: keep the latest record of each key (and drop expired tombstones).
 
     Cleans every partition of every topic with cleanup.policy=compact (or compact,delete)
-    that is due (its dirty ratio reached min.cleanable.dirty.ratio, or a dirty record is older
-    than max.compaction.lag.ms), or only TOPIC, or one --partition of it. Partitions that
-    another compactor is cleaning are skipped (status busy). Safe while producers and
+    that is due (its dirty ratio reached min.cleanable.dirty.ratio, a dirty record is older
+    than max.compaction.lag.ms, or the delete horizon of a tombstone or transaction marker
+    kept by the last cleaning passed), or only TOPIC, or one --partition of it. Partitions
+    that another compactor is cleaning are skipped (status busy). Safe while producers and
     consumers use the log.
 
     Prints one row per partition: status (cleaned, dry-run, not-due, clean, busy,
-    interrupted), dirty ratio before, segment bytes before and after, records and tombstones
-    removed, the cleaner checkpoint after. With --every: one summary per run (with --format
+    interrupted), why it was due (dirty-ratio, max-compaction-lag, delete-horizon, forced),
+    dirty ratio before, segment bytes before and after, records and tombstones removed, the
+    cleaner checkpoint after. With --every: one summary per run (with --format
     json one JSON object per line); SIGTERM or Ctrl-C stops after the segment group being
     rewritten and exits 0.
     """

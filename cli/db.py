@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import click
-
 from logstore.backends import migrate
 from logstore.cli.output import example
 

@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import click
-
 from logstore.cli.output import CliError, example, format_seconds, progress
+
 from logstore.errors import TopicAlreadyExistsError
 from logstore.types import RecordMetadata, TopicPartition
 
 if TYPE_CHECKING:
-    from logstore import Log
     from logstore.cli.main import CliState
+
+    from logstore import Log
 
 DEMO_TOPIC = "demo-events"
 DEMO_PARTITIONS = 3

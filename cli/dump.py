@@ -6,8 +6,8 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import click
-
 from logstore.cli.output import example, format_option, printable, to_json
+
 from logstore.log.dump import BatchInfo, RecordInfo, iter_batches
 
 if TYPE_CHECKING:

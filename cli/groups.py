@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import click
-
 from logstore.cli.output import (
     CliError,
     dash,
@@ -25,6 +24,7 @@ from logstore.cli.output import (
     stdin_is_tty,
     table,
 )
+
 from logstore.errors import GroupIdNotFoundError
 from logstore.types import GroupDescription, PartitionLag, TopicPartition
 
@@ -278,8 +278,9 @@ def reset_offsets(state: CliState, group: str, topic: str, partitions: tuple[int
 def delete(state: CliState, group: str, yes: bool) -> None:
     """Delete consumer group GROUP and its committed offsets (refused while it has live
     members)."""
-    if not yes and stdin_is_tty():
-        if not click.confirm(f"Delete group {group} and its committed offsets?", err=True):
-            raise CliError(f"aborted: group {group} was not deleted")
+    if not yes and stdin_is_tty() and not click.confirm(
+        f"Delete group {group} and its committed offsets?", err=True
+    ):
+        raise CliError(f"aborted: group {group} was not deleted")
     state.log().delete_group(group)
     click.echo(f"deleted group {group}")

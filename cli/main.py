@@ -22,12 +22,12 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
-
-import logstore
+from click.core import ParameterSource
 from logstore.cli.compact import compact
 from logstore.cli.db import db
 from logstore.cli.demo import demo
@@ -40,6 +40,8 @@ from logstore.cli.tail import tail
 from logstore.cli.tier import tier
 from logstore.cli.topics import topics
 from logstore.cli.transactions import transactions
+
+import logstore
 from logstore.embedded import default_metadata_url
 from logstore.errors import LogstoreError
 
@@ -139,7 +141,7 @@ def _run_reporting_errors(run: Callable[[], Any]) -> int:
     except LogstoreError as exc:
         _error(str(exc) or type(exc).__name__)
         return 1
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the CLI reports any failure as an error message
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
             _error(f"unexpected {type(exc).__name__}: {exc}")
@@ -164,6 +166,36 @@ def _silence_stdout() -> None:
         pass  # not a real file descriptor (tests): nothing will flush it at exit
 
 
+class _NonEmpty(click.ParamType):
+    """``inner``, refusing an empty or blank value: ``--data-dir ''`` would otherwise mean the
+    current directory and ``--metadata-url ''`` the default database, silently. (An empty
+    environment variable is unset for click, so ``LOGSTORE_DATA_DIR=`` still means the
+    default.)"""
+
+    def __init__(self, inner: click.ParamType) -> None:
+        self.inner = inner
+        self.name = inner.name  # the metavar (DIRECTORY, TEXT) is derived from it
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[Any]:
+        return self.inner.shell_complete(ctx, param, incomplete)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip() and param is not None:
+            # A UsageError, not BadParameter: click would add "(env var: ...)" to the message
+            # even when the value came from the command line.
+            source = ctx.get_parameter_source(param.name) if ctx and param.name else None
+            if source is ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
+                message = f"{param.envvar} is blank (unset it for the default)"
+            elif isinstance(self.inner, click.Path):
+                message = f"{param.opts[0]} must not be empty (use '.' for the current directory)"
+            else:
+                message = f"{param.opts[0]} must not be empty"
+            raise click.UsageError(message, ctx)
+        return self.inner.convert(value, param, ctx)
+
+
 @click.group(
     name="logstore",
     cls=LogstoreGroup,
@@ -175,17 +207,18 @@ def _silence_stdout() -> None:
     ),
 )
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="LOGSTORE_DATA_DIR",
-    default=Path("logstore-data"), show_default=True, show_envvar=True,
-    help="The log directory (created if missing).",
+    "--data-dir", type=_NonEmpty(click.Path(file_okay=False, path_type=Path)),
+    envvar="LOGSTORE_DATA_DIR", default=Path("logstore-data"), show_default=True,
+    show_envvar=True, help="The log directory (created if missing).",
 )
 @click.option(
-    "--metadata-url", envvar="LOGSTORE_METADATA_URL", default=None, show_envvar=True,
+    "--metadata-url", type=_NonEmpty(click.STRING), envvar="LOGSTORE_METADATA_URL",
+    default=None, show_envvar=True,
     help="SQLAlchemy URL of the metadata database  [default: SQLite in the data dir]",
 )
 @click.option(
-    "--object-store", "object_store_url", metavar="URL", envvar="LOGSTORE_OBJECT_STORE",
-    default=None, show_envvar=True,
+    "--object-store", "object_store_url", type=_NonEmpty(click.STRING), metavar="URL",
+    envvar="LOGSTORE_OBJECT_STORE", default=None, show_envvar=True,
     help="Object store of tiered topics (remote.storage.enable=true): file:///abs/dir or "
          "s3://bucket/prefix[?endpoint_url=...&region=...]. Reads of tiered offsets need it; "
          "'logstore tier run' copies segments to it.",
@@ -208,3 +241,7 @@ for _command in (topics, groups, transactions, produce, tail, dump, demo, db, ma
 def main() -> None:
     """Console-script entry point (``logstore = logstore.cli.main:main``); exits the process."""
     cli.main(prog_name="logstore")
+
+
+if __name__ == "__main__":  # python -m logstore.cli.main, e.g. from a source checkout
+    main()

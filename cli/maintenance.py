@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import click
-
 from logstore.cli.output import echo_json, example, format_option, table
 
 if TYPE_CHECKING:

@@ -16,9 +16,10 @@ import base64
 import json
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import IO, Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -97,27 +98,41 @@ def parse_headers(items: Iterable[str]) -> list[tuple[str, bytes]]:
 _DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
                       "w": 7 * 86_400_000}
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+# Kafka's times are signed 64-bit milliseconds; a longer duration is a typo, not a wish.
+MAX_DURATION_MS = 2**63 - 1
+_MAX_DURATION_DIGITS = len(str(MAX_DURATION_MS))
 
 
 def parse_duration_ms(text: str) -> int:
-    """A duration such as ``500ms``, ``30s``, ``10m``, ``2h``, ``1d``, ``1w`` or ``1h30m``."""
+    """A duration such as ``500ms``, ``30s``, ``10m``, ``2h``, ``1d``, ``1w`` or ``1h30m``, at
+    most :data:`MAX_DURATION_MS`; raises :class:`CliError` for anything else."""
     compact = text.strip().lower()
     pos = total = 0
     for match in _DURATION.finditer(compact):
         if match.start() != pos:
             break
-        total += int(match.group(1)) * _DURATION_UNITS_MS[match.group(2)]
+        # Checked before int(): Python refuses to convert strings of over 4300 digits.
+        digits = match.group(1).lstrip("0") or "0"
+        if len(digits) > _MAX_DURATION_DIGITS:
+            total = MAX_DURATION_MS + 1
+        else:
+            total += int(digits) * _DURATION_UNITS_MS[match.group(2)]
         pos = match.end()
     if not compact or pos != len(compact):
         raise CliError(
             f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d, w), e.g. 10m"
         )
+    if total > MAX_DURATION_MS:
+        raise CliError(f"invalid duration {text!r}: too large (at most {MAX_DURATION_MS} ms)")
     return total
 
 
 def parse_since(text: str, now_ms: int) -> int:
     """A point in time as epoch milliseconds: a duration before ``now_ms`` (``10m``, ``2h``,
-    ``1d``) or an ISO-8601 date/time (local time unless it has a UTC offset or ``Z``)."""
+    ``1d``) or an ISO-8601 date/time (local time unless it has a UTC offset or ``Z``).
+
+    Never before the epoch (0: Kafka's negative timestamps are special values); any text gives
+    a time or raises :class:`CliError`, never another exception."""
     if _DURATION.match(text.strip().lower()):
         return max(0, now_ms - parse_duration_ms(text))
     try:
@@ -140,16 +155,36 @@ def parse_iso_time(text: str, option: str) -> int:
             "(local time unless it has an offset or Z)"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.astimezone()  # naive: the user's local time
-    return max(0, int(moment.timestamp() * 1000))
+        moment = _local_time(moment)
+    # Exact integer arithmetic (a float timestamp rounds microseconds up into the next ms).
+    return max(0, (moment - _EPOCH) // _ONE_MS)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def _local_time(moment: datetime) -> datetime:
+    """A naive date/time read as the user's local time."""
+    try:
+        return moment.astimezone()
+    except (OverflowError, ValueError):
+        # The local-time functions cannot place the first and last days of datetime's range
+        # (0001-01-01 gives "year 0 is out of range"). There UTC is within a day of the
+        # answer, which lies before the epoch (clamped to 0) or in year 9999 either way.
+        return moment.replace(tzinfo=UTC)
 
 
 # --- formatting ----------------------------------------------------------------------------------
 
 
 def iso_ms(timestamp_ms: int) -> str:
-    """Epoch milliseconds as ISO-8601 UTC with millisecond precision (``...T12:00:00.000Z``)."""
-    moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc)
+    """Epoch milliseconds as ISO-8601 UTC with millisecond precision (``...T12:00:00.000Z``).
+    Raises ValueError outside years 1 to 9999 (see :func:`record_json`)."""
+    try:
+        moment = _EPOCH + timedelta(milliseconds=timestamp_ms)
+    except OverflowError:
+        raise ValueError(f"timestamp {timestamp_ms} ms is outside years 1 to 9999") from None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -205,14 +240,24 @@ def _put_bytes(out: dict[str, object], name: str, data: bytes | None) -> None:
         out[f"{name}_encoding"] = "base64"
 
 
+def _record_iso_time(timestamp_ms: int) -> str | None:
+    """A record's timestamp in ISO-8601, or None for one beyond year 9999: producers may set
+    any timestamp up to 2**63-1 ms, about 292 million years."""
+    try:
+        return iso_ms(timestamp_ms)
+    except ValueError:
+        return None
+
+
 def record_json(record: ConsumerRecord) -> dict[str, object]:
-    """The JSON object ``tail --format json`` prints for one record."""
+    """The JSON object ``tail --format json`` prints for one record (``timestamp_iso`` is null
+    for a timestamp beyond year 9999)."""
     out: dict[str, object] = {
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
         "timestamp": record.timestamp_ms,
-        "timestamp_iso": iso_ms(record.timestamp_ms),
+        "timestamp_iso": _record_iso_time(record.timestamp_ms),
     }
     _put_bytes(out, "key", record.key)
     _put_bytes(out, "value", record.value)

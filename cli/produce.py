@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import threading
-from typing import IO, TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING
 
 import click
-
 from logstore.cli.output import CliError, binary_stdin, example, parse_headers
+
 from logstore.client.futures import RecordFuture
 from logstore.errors import LogstoreError
 from logstore.records.compression import Compression
 
 if TYPE_CHECKING:
-    from logstore import Log
     from logstore.cli.main import CliState
+
+    from logstore import Log
 
 
 class _Deliveries:

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import click
-
 from logstore.cli.output import one_line, parse_duration_ms
 from logstore.cli.signals import StopOnSignal
+
 from logstore.errors import InvalidArgumentError, LogstoreError, UnknownTopicOrPartitionError
 
 R = TypeVar("R")

@@ -18,12 +18,11 @@ with 128 + the signal number (130 for Ctrl-C), as the shell reports a killed com
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Sequence
+from typing import IO, TYPE_CHECKING
 
 import click
-
-from logstore.cli.signals import StopOnSignal
 from logstore.cli.output import (
     CliError,
     binary_stdout,
@@ -33,13 +32,16 @@ from logstore.cli.output import (
     record_json,
     to_json,
 )
+from logstore.cli.signals import StopOnSignal
+
 from logstore.client.consumer import Consumer
 from logstore.errors import CommitFailedError, LogstoreError
 from logstore.types import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 if TYPE_CHECKING:
-    from logstore import Log
     from logstore.cli.main import CliState
+
+    from logstore import Log
 
 DEFAULT_LINES = 10
 # How long a --follow poll waits for records: also the longest delay before a signal is seen.

@@ -21,17 +21,16 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
-
 from logstore.cli import output
-from logstore.cli.schedule import interval_option, run_job
 from logstore.cli.output import (
-    count,
     CliError,
+    count,
     dash,
     echo_json,
     example,
@@ -42,10 +41,13 @@ from logstore.cli.output import (
     table,
     to_json,
 )
+from logstore.cli.schedule import interval_option, run_job
+
 from logstore.errors import LogstoreError
 
 if TYPE_CHECKING:
     from logstore.cli.main import CliState
+
     from logstore.tier.orphans import OrphanReport
     from logstore.tier.status import PartitionTierStatus
     from logstore.tier.tierer import TierReport

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import click
-
 from logstore.cli.output import (
     CliError,
     dash,
@@ -16,14 +16,19 @@ from logstore.cli.output import (
     stdin_is_tty,
     table,
 )
+from logstore.compaction.job import due_reasons
+
 from logstore.types import TopicDescription
 
 if TYPE_CHECKING:
     from logstore.cli.main import CliState
 
 
-def description_json(description: TopicDescription) -> dict[str, object]:
-    """``topics describe --format json``: identity, per-partition facts, effective configs."""
+def description_json(
+    description: TopicDescription, cleaner_due: Mapping[int, str | None] | None = None
+) -> dict[str, object]:
+    """``topics describe --format json``: identity, per-partition facts, effective configs;
+    ``cleaner_due``: why the log cleaner would clean each partition now (None: not due)."""
     return {
         "name": description.name,
         "topic_id": description.topic_id,
@@ -40,6 +45,7 @@ def description_json(description: TopicDescription) -> dict[str, object]:
                 "segment_count": p.segment_count,
                 "dirty_ratio": p.dirty_ratio,
                 "cleaner_checkpoint": p.cleaner_checkpoint,
+                "cleaner_due": (cleaner_due or {}).get(p.partition),
             }
             for p in description.partitions
         ],
@@ -102,11 +108,17 @@ def describe(state: CliState, name: str, fmt: str) -> None:
     For a compacted topic (cleanup.policy contains compact) also each partition's dirty ratio
     (the share of its cleanable bytes not cleaned yet; `logstore compact` cleans a partition
     once it reaches min.cleanable.dirty.ratio) and its cleaner checkpoint (offsets below it
-    are compacted; - if never cleaned). In JSON both are null for other topics.
+    are compacted; - if never cleaned), and why `logstore compact` would clean it now
+    (CLEANER_DUE: dirty-ratio, max-compaction-lag, delete-horizon; - if not due). In JSON they
+    are null for other topics.
     """
-    description = state.log().describe_topic(name)
+    log = state.log()
+    description = log.describe_topic(name)
+    compacted = any(p.dirty_ratio is not None for p in description.partitions)
+    due = {partition: None if reason is None else reason.value
+           for partition, reason in due_reasons(log, name).items()} if compacted else {}
     if fmt == "json":
-        echo_json(description_json(description))
+        echo_json(description_json(description, due))
         return
     click.echo(f"topic: {description.name}  id: {description.topic_id}  "
                f"partitions: {description.partition_count}")
@@ -116,9 +128,10 @@ def describe(state: CliState, name: str, fmt: str) -> None:
         (p.partition, p.log_start_offset, p.log_end_offset, p.high_watermark,
          p.last_stable_offset, p.size_bytes, p.segment_count) for p in description.partitions
     ]
-    if any(p.dirty_ratio is not None for p in description.partitions):  # a compacted topic
-        headers += ["DIRTY_RATIO", "CLEANER_CHECKPOINT"]
-        rows = [row + (ratio(p.dirty_ratio), dash(p.cleaner_checkpoint))
+    if compacted:
+        headers += ["DIRTY_RATIO", "CLEANER_CHECKPOINT", "CLEANER_DUE"]
+        rows = [(*row, ratio(p.dirty_ratio), dash(p.cleaner_checkpoint),
+                 dash(due.get(p.partition)))
                 for row, p in zip(rows, description.partitions, strict=True)]
     click.echo(table(headers, rows))
     click.echo("configs:")
@@ -165,8 +178,9 @@ def alter(state: CliState, name: str, configs: tuple[str, ...], deleted: tuple[s
 @click.pass_obj
 def delete(state: CliState, name: str, yes: bool) -> None:
     """Delete topic NAME and all its records."""
-    if not yes and stdin_is_tty():
-        if not click.confirm(f"Delete topic {name} and all its records?", err=True):
-            raise CliError(f"aborted: topic {name} was not deleted")
+    if not yes and stdin_is_tty() and not click.confirm(
+        f"Delete topic {name} and all its records?", err=True
+    ):
+        raise CliError(f"aborted: topic {name} was not deleted")
     state.log().delete_topic(name)
     click.echo(f"deleted topic {name}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import click
-
 from logstore.cli.output import dash, echo_json, example, format_option, iso_ms, table
+
 from logstore.types import TransactionDescription
 
 if TYPE_CHECKING:
@@ -58,7 +58,11 @@ def _row(description: TransactionDescription) -> tuple[object, ...]:
 @format_option
 @click.pass_obj
 def list_(state: CliState, fmt: str) -> None:
-    """List transactional ids with their state and open transaction."""
+    """List transactional ids with their state and open transaction.
+
+    An id with no transaction in progress that was not used for 7 days
+    (transactional.id.expiration.ms) expires: opening the log removes it, so it is not listed.
+    """
     found = state.log().list_transactions()
     if fmt == "json":
         echo_json([_json(d) for d in found])

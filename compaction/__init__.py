@@ -10,6 +10,11 @@ The segment rewriting itself (atomic, crash-safe, safe with concurrent appends a
 is the storage engine's: :mod:`logstore.log.rewrite`.
 """
 
-from logstore.compaction.report import CompactionReport, CompactionStatus, PartitionCompaction
+from logstore.compaction.report import (
+    CompactionReport,
+    CompactionStatus,
+    DueReason,
+    PartitionCompaction,
+)
 
-__all__ = ["CompactionReport", "CompactionStatus", "PartitionCompaction"]
+__all__ = ["CompactionReport", "CompactionStatus", "DueReason", "PartitionCompaction"]

@@ -30,6 +30,13 @@ batch (same base offset, same last offset, same producer fields) or None (remove
 Offsets are never changed: a rewritten batch keeps its base offset and lastOffsetDelta and its
 records keep their offset deltas, so a compacted log has gaps.
 
+The filter also finds the *earliest delete horizon* it leaves in the log
+(:attr:`BatchFilter.earliest_delete_horizon_ms`): the lowest horizon of the batches it keeps
+that still hold a tombstone, or that are a marker waiting for its horizon. Once that time
+passes a cleaning removes something, so the job makes the partition due then (as Kafka 3.x
+does). Markers kept for another reason (their transaction still has data, or they hold the end
+of the range) do not count: cleaning again when their horizon passes would remove nothing.
+
 Not thread-safe: one filter per cleaning pass.
 """
 
@@ -40,6 +47,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from logstore.compaction.offset_map import OffsetMap
+
 from logstore.log.producer_state import AbortedTxn
 from logstore.records.builder import build_batch, encode_record_at
 from logstore.records.control import ControlType, parse_control
@@ -92,6 +100,9 @@ class BatchFilter:
     the partition's aborted transactions; ``last_batch_offsets`` holds the base offset of the last
     data batch of every producer in the producer state; the batch that contains
     ``tail_offset`` (the last offset of the cleanable range) is never removed either.
+
+    :attr:`earliest_delete_horizon_ms` is the earliest delete horizon among the batches kept so
+    far (see the module docstring), None while there is none.
     """
 
     def __init__(
@@ -114,6 +125,7 @@ class BatchFilter:
         self._txn_has_data: dict[int, bool] = {}
         self._removed_abort_markers: set[tuple[int, int]] = set()
         self.stats = FilterStats()
+        self.earliest_delete_horizon_ms: int | None = None
 
     def __call__(self, base_offset: int, data: bytes) -> bytes | None:
         header = parse_header(data)
@@ -153,11 +165,19 @@ class BatchFilter:
             if not self._must_keep(header):
                 return None
             return data if header.record_count == 0 else _empty_batch(header)
-        needs_horizon = not header.has_delete_horizon and any(r.value is None for r in kept)
+        tombstones = any(r.value is None for r in kept)
+        needs_horizon = tombstones and not header.has_delete_horizon
+        if tombstones:
+            self._left_horizon(self._new_horizon if needs_horizon else header.base_timestamp)
         if len(kept) == header.record_count and not needs_horizon:
             return data
         horizon = self._new_horizon if needs_horizon else None
         return _rebuild(header, kept, horizon)
+
+    def _left_horizon(self, horizon_ms: int) -> None:
+        """A kept batch waits for ``horizon_ms``."""
+        if self.earliest_delete_horizon_ms is None or horizon_ms < self.earliest_delete_horizon_ms:
+            self.earliest_delete_horizon_ms = horizon_ms
 
     def _latest(self, header: BatchHeader, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The records that are the latest of their key and not expired tombstones."""
@@ -167,7 +187,7 @@ class BatchFilter:
         stats.records_removed += len(records) - len(keyed)
         latest = self._map.get_many([r.key for r in keyed])  # type: ignore[misc]
         kept: list[ConsumerRecord] = []
-        for record, mapped in zip(keyed, latest):
+        for record, mapped in zip(keyed, latest, strict=True):
             if mapped > record.offset:
                 stats.records_removed += 1
                 if record.value is None:
@@ -195,8 +215,12 @@ class BatchFilter:
         if self._txn_has_data.pop(header.producer_id, False):
             return data  # consumers need it to finish the transaction's data
         if not header.has_delete_horizon:
+            self._left_horizon(self._new_horizon)
             return _rebuild(header, records, self._new_horizon)
-        if self._now_ms < header.base_timestamp or self._must_keep(header):
+        if self._now_ms < header.base_timestamp:
+            self._left_horizon(header.base_timestamp)
+            return data
+        if self._must_keep(header):
             return data
         self.stats.markers_removed += 1
         self.stats.records_removed += 1

@@ -3,7 +3,9 @@
 A round:
 
 1. Read the partition's layout and its :class:`~logstore.log.cleanable.CleanableRange` from the
-   cleaner checkpoint (unless forced, stop here when the partition is not due).
+   cleaner checkpoint, and decide whether it is due (:func:`due_reason`: the dirty ratio,
+   ``max.compaction.lag.ms``, or the earliest delete horizon the last cleaning left in the log
+   has passed); unless forced, stop here when it is not.
 2. Build the offset map over the dirty section: for every key, its latest offset. Control
    batches and batches of aborted transactions are skipped. The map has a fixed size; when it
    fills, the round stops at that batch boundary (the *map end*) and the rest of the dirty
@@ -12,13 +14,14 @@ A round:
    :class:`~logstore.compaction.batch_filter.BatchFilter`, rewriting groups of consecutive
    segments whose total size fits ``segment.bytes`` into one segment each
    (:meth:`PartitionLog.rewrite_segments`, which is atomic and crash-safe on its own).
-4. Record the map end as the new cleaner checkpoint (through ``save_checkpoint``).
+4. Record the map end as the new cleaner checkpoint, with the earliest delete horizon the
+   filter left in the log (through ``save_checkpoint``).
 
 Between segments (building the map) and groups (rewriting) the cleaner asks ``keep_going``
-(the job renews its lease there and honours a shutdown request). If the partition changed under it (a retention pass, a truncation, another
-cleaner) a rewrite is refused and the round ends as interrupted; what was already rewritten is
-valid and the next run starts again from the checkpoint. Re-cleaning is idempotent: delete
-horizons already set are kept.
+(the job renews its lease there and honours a shutdown request). If the partition changed
+under it (a retention pass, a truncation, another cleaner) a rewrite is refused and the round
+ends as interrupted; what was already rewritten is valid and the next run starts again from
+the checkpoint. Re-cleaning is idempotent: delete horizons already set are kept.
 
 Not thread-safe: one cleaner per partition at a time (the job's lease ensures it).
 """
@@ -29,10 +32,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from logstore.clock import Clock
 from logstore.compaction.batch_filter import AbortedIndex, BatchFilter, FilterStats
 from logstore.compaction.offset_map import OffsetMap
-from logstore.compaction.report import CompactionStatus, PartitionCompaction
+from logstore.compaction.report import CompactionStatus, DueReason, PartitionCompaction
+
+from logstore.clock import Clock
 from logstore.config import TopicConfig
 from logstore.errors import InvalidArgumentError
 from logstore.log.cleanable import CleanableRange, sections
@@ -51,9 +55,31 @@ class _Totals:
     segments_merged: int = 0
     rounds: int = 0
     stats: list[FilterStats] = field(default_factory=list)
+    delete_horizon_ms: int | None = None
+    """The earliest delete horizon in the log as last recorded (or, in a dry run, as it would
+    be recorded)."""
+    filtered_horizon_ms: int | None = None
+    """The earliest delete horizon the last completed filter pass left in the log."""
 
     def sum(self, name: str) -> int:
         return sum(getattr(s, name) for s in self.stats)
+
+
+def due_reason(
+    section: CleanableRange, config: TopicConfig, *, delete_horizon_ms: int | None, now_ms: int
+) -> DueReason | None:
+    """Why a partition whose sections are ``section`` is due for cleaning at ``now_ms``, or
+    None if it is not. ``delete_horizon_ms`` is the earliest delete horizon recorded with its
+    checkpoint: once it passed, the partition is due even with no dirty data, as long as it
+    has cleanable segments (Kafka 3.x schedules such logs too)."""
+    if section.has_dirty:
+        if section.dirty_ratio >= config.min_cleanable_dirty_ratio:
+            return DueReason.DIRTY_RATIO
+        if section.max_lag_exceeded:
+            return DueReason.MAX_COMPACTION_LAG
+    if delete_horizon_ms is not None and delete_horizon_ms <= now_ms and section.segments:
+        return DueReason.DELETE_HORIZON
+    return None
 
 
 class PartitionCleaner:
@@ -87,17 +113,31 @@ class PartitionCleaner:
     def _sections(self, checkpoint: int) -> tuple[LogLayout, CleanableRange]:
         return sections(self._log, self._config, checkpoint, now_ms=self._clock.time_ms())
 
-    def clean(self, checkpoint: int, save_checkpoint: Callable[[int], None]) -> PartitionCompaction:
-        """Clean from ``checkpoint`` as far as the partition is cleanable; ``save_checkpoint``
-        records each round's map end (never called in a dry run)."""
+    def clean(
+        self,
+        checkpoint: int,
+        save_checkpoint: Callable[[int, int | None], None],
+        *,
+        delete_horizon_ms: int | None = None,
+    ) -> PartitionCompaction:
+        """Clean from ``checkpoint`` as far as the partition is cleanable, if it is due (or
+        forced). ``delete_horizon_ms`` is the earliest delete horizon recorded with the
+        checkpoint; ``save_checkpoint(offset, delete_horizon_ms)`` records each round's map end
+        and the earliest horizon its filter left in the log (never called in a dry run)."""
         started = time.monotonic()
         log = self._log
         if not self._dry_run:
             log.finish_pending_merge()
         layout, section = self._sections(checkpoint)
+        now_ms = self._clock.time_ms()
+        due = due_reason(section, self._config, delete_horizon_ms=delete_horizon_ms,
+                         now_ms=now_ms)
+        if due is None and self._force and section.segments:
+            due = DueReason.FORCED
 
         def result(status: CompactionStatus, reason: str, totals: _Totals | None = None,
                    end: int = section.first_dirty_offset) -> PartitionCompaction:
+            horizon = delete_horizon_ms if totals is None else totals.delete_horizon_ms
             totals = totals or _Totals()
             return PartitionCompaction(
                 log.topic, log.partition, status, reason, section.dirty_ratio,
@@ -105,15 +145,16 @@ class PartitionCleaner:
                 totals.sum("records_removed"), totals.sum("tombstones_removed"),
                 totals.sum("markers_removed"), totals.sum("batches_removed"),
                 totals.sum("batches_rewritten"), totals.segments_merged, totals.rounds,
-                int((time.monotonic() - started) * 1000))
+                int((time.monotonic() - started) * 1000), due, horizon)
 
-        if not section.has_dirty and not (self._force and section.segments):
-            return result(CompactionStatus.CLEAN, "no cleanable dirty data")
-        if not self._force and not section.due(self._config):
+        if due is None:
+            waiting = _waiting_for(delete_horizon_ms, now_ms)
+            if not section.has_dirty:
+                return result(CompactionStatus.CLEAN, f"no cleanable dirty data{waiting}")
             return result(CompactionStatus.NOT_DUE, (
                 f"dirty ratio {section.dirty_ratio:.2f} is below min.cleanable.dirty.ratio "
-                f"{self._config.min_cleanable_dirty_ratio:g}"))
-        totals = _Totals()
+                f"{self._config.min_cleanable_dirty_ratio:g}{waiting}"))
+        totals = _Totals(delete_horizon_ms=delete_horizon_ms)
         current = section
         while True:
             totals.rounds += 1
@@ -123,17 +164,19 @@ class PartitionCleaner:
                 return result(CompactionStatus.INTERRUPTED,
                               "the partition changed meanwhile or the run was stopped; "
                               "the next run goes on", totals, checkpoint)
+            totals.delete_horizon_ms = totals.filtered_horizon_ms
             if self._dry_run:
-                return result(CompactionStatus.DRY_RUN, "nothing was written", totals, map_end)
-            save_checkpoint(map_end)
+                return result(CompactionStatus.DRY_RUN,
+                              f"{due.description}; nothing was written", totals, map_end)
+            save_checkpoint(map_end, totals.delete_horizon_ms)
             checkpoint = map_end
             if map_end >= current.first_uncleanable_offset or not self._keep_going():
                 break
             layout, current = self._sections(checkpoint)
             if not current.has_dirty:
                 break
-        return result(CompactionStatus.CLEANED, f"clean up to offset {checkpoint}", totals,
-                      checkpoint)
+        return result(CompactionStatus.CLEANED,
+                      f"{due.description}; clean up to offset {checkpoint}", totals, checkpoint)
 
     # --- the offset map --------------------------------------------------------------------
 
@@ -219,6 +262,9 @@ class PartitionCleaner:
             totals.bytes_before += done.bytes_before
             totals.bytes_after += done.bytes_after
             totals.segments_merged += done.segments_merged
+        # Every segment that can hold a delete horizon (every cleaned one) lies below the map
+        # end, so this pass saw all of them: what it left is the log's earliest horizon.
+        totals.filtered_horizon_ms = batch_filter.earliest_delete_horizon_ms
         if not self._dry_run:
             return self._merge_small(map_end, generation, totals)
         return True
@@ -247,6 +293,13 @@ class PartitionCleaner:
             totals.bytes_after += done.bytes_after - done.bytes_before
             totals.segments_merged += done.segments_merged
         return True
+
+
+def _waiting_for(delete_horizon_ms: int | None, now_ms: int) -> str:
+    """The end of a not-due reason: when the recorded delete horizon makes it due."""
+    if delete_horizon_ms is None or delete_horizon_ms <= now_ms:
+        return ""
+    return f"; due when the delete horizon passes in {delete_horizon_ms - now_ms} ms"
 
 
 def _unchanged(base_offset: int, data: bytes) -> bytes:

@@ -6,9 +6,12 @@ For each partition of a topic with ``cleanup.policy`` containing ``compact``:
 1. take the partition's lease ``compactor/<topic_id>/<partition>`` in the metadata store (a
    partition another compactor holds is reported busy and skipped), so one compactor works on
    a partition at a time across processes and hosts;
-2. read the cleaner checkpoint, run a :class:`~logstore.compaction.cleaner.PartitionCleaner`,
-   and record each round's new checkpoint fenced by the lease (a compactor that lost its lease
-   cannot move the checkpoint);
+2. read the cleaner checkpoint (with the earliest delete horizon the last cleaning left in the
+   log: a partition whose horizon has passed is due, see
+   :func:`~logstore.compaction.cleaner.due_reason`), run a
+   :class:`~logstore.compaction.cleaner.PartitionCleaner`, and record each round's new
+   checkpoint and horizon fenced by the lease (a compactor that lost its lease cannot move the
+   checkpoint);
 3. release the lease.
 
 The lease is coordination, not the safety net: every segment rewrite is itself atomic and
@@ -29,10 +32,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from logstore.backends.cleaner_records import Lease
-from logstore.compaction.cleaner import PartitionCleaner
+from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
+from logstore.compaction.cleaner import PartitionCleaner, due_reason
 from logstore.compaction.offset_map import OffsetMap, new_offset_map
-from logstore.compaction.report import CompactionReport, CompactionStatus, PartitionCompaction
+from logstore.compaction.report import (
+    CompactionReport,
+    CompactionStatus,
+    DueReason,
+    PartitionCompaction,
+)
+
 from logstore.config import TopicConfig
 from logstore.embedded import Log
 from logstore.errors import InvalidArgumentError, LeaseLostError, UnknownTopicOrPartitionError
@@ -121,18 +130,44 @@ def _targets(log: Log, topic: str | None, partition: int | None) -> list[_Target
     return targets
 
 
-def _checkpoint(log: Log, target: _Target) -> int:
-    found = log.metadata.cleaner_checkpoints(target.topic_id).get(target.partition)
-    return found.offset if found is not None else 0
+def due_reasons(log: Log, topic: str) -> dict[int, DueReason | None]:
+    """Per partition of the compacted ``topic``: why a run would clean it now, or None if it is
+    not due (what ``logstore topics describe`` shows). Raises InvalidArgumentError for a topic
+    that is not compacted."""
+    now_ms = log.clock.time_ms()
+    reasons: dict[int, DueReason | None] = {}
+    targets = _targets(log, topic, None)
+    checkpoints = log.metadata.cleaner_checkpoints(targets[0].topic_id) if targets else {}
+    for target in targets:
+        found = checkpoints.get(target.partition)
+        _, section = sections(log.partition_log(target.topic, target.partition), target.config,
+                              _offset(found), now_ms=now_ms)
+        reasons[target.partition] = due_reason(
+            section, target.config, delete_horizon_ms=_horizon(found), now_ms=now_ms)
+    return reasons
+
+
+def _checkpoint(log: Log, target: _Target) -> CleanerCheckpoint | None:
+    return log.metadata.cleaner_checkpoints(target.topic_id).get(target.partition)
+
+
+def _offset(checkpoint: CleanerCheckpoint | None) -> int:
+    return checkpoint.offset if checkpoint is not None else 0
+
+
+def _horizon(checkpoint: CleanerCheckpoint | None) -> int | None:
+    return checkpoint.delete_horizon_ms if checkpoint is not None else None
 
 
 def _estimate(log: Log, targets: list[_Target]) -> int:
     """Bytes a run will read: the dirty sections (map) and the cleanable segments (filter)."""
     total = 0
+    now_ms = log.clock.time_ms()
     for target in targets:
+        found = _checkpoint(log, target)
         _, section = sections(log.partition_log(target.topic, target.partition), target.config,
-                              _checkpoint(log, target), now_ms=log.clock.time_ms())
-        if section.has_dirty:
+                              _offset(found), now_ms=now_ms)
+        if section.has_dirty or (found is not None and found.delete_horizon_passed(now_ms)):
             map_pass = section.dirty_bytes
             filter_pass = section.clean_bytes + section.dirty_bytes
             total += map_pass + filter_pass
@@ -177,16 +212,18 @@ def _compact_partition(
                 return False
         return True
 
-    def save(offset: int) -> None:
+    def save(offset: int, delete_horizon_ms: int | None) -> None:
         store.set_cleaner_checkpoint(target.topic_id, target.partition, offset,
-                                     updated_ms=clock.time_ms(), lease=lease)
+                                     updated_ms=clock.time_ms(), lease=lease,
+                                     delete_horizon_ms=delete_horizon_ms)
 
     cleaner = PartitionCleaner(
         log.partition_log(target.topic, target.partition), target.config,
         offset_map=offset_map, clock=clock, dry_run=dry_run, force=force, progress=progress,
         keep_going=keep_going)
+    found = _checkpoint(log, target)
     try:
-        return cleaner.clean(_checkpoint(log, target), save)
+        return cleaner.clean(_offset(found), save, delete_horizon_ms=_horizon(found))
     except LeaseLostError:
         return PartitionCompaction(
             target.topic, target.partition, CompactionStatus.INTERRUPTED,

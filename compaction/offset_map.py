@@ -215,7 +215,7 @@ class PyOffsetMap:
             raise InvalidArgumentError(f"{len(keys)} keys but {len(offsets)} offsets")
         applied = 0
         put = self.put
-        for key, offset in zip(keys, offsets):
+        for key, offset in zip(keys, offsets, strict=True):
             if not put(key, offset):
                 break
             applied += 1

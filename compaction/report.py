@@ -14,15 +14,43 @@ class CompactionStatus(str, enum.Enum):
     DRY_RUN = "dry-run"
     """Nothing written; the figures say what one round would do."""
     NOT_DUE = "not-due"
-    """Dirty ratio below ``min.cleanable.dirty.ratio`` and ``max.compaction.lag.ms`` not reached."""
+    """Dirty ratio below ``min.cleanable.dirty.ratio``, ``max.compaction.lag.ms`` not reached
+    and no delete horizon passed."""
     CLEAN = "clean"
-    """No cleanable dirty data (everything is clean, too young, or in the active segment)."""
+    """No cleanable dirty data (everything is clean, too young, or in the active segment) and
+    no delete horizon passed."""
     BUSY = "busy"
     """Another compactor holds this partition's lease."""
     INTERRUPTED = "interrupted"
     """Stopped early: the partition changed under the cleaner (retention, truncation, another
     cleaner), the lease was lost, or a shutdown was requested. Whatever was cleaned is kept;
     the next run goes on."""
+
+
+class DueReason(str, enum.Enum):
+    """Why the cleaner cleaned a partition (or would clean it now)."""
+
+    DIRTY_RATIO = "dirty-ratio"
+    """The dirty ratio reached ``min.cleanable.dirty.ratio``."""
+    MAX_COMPACTION_LAG = "max-compaction-lag"
+    """Dirty data waited longer than ``max.compaction.lag.ms``."""
+    DELETE_HORIZON = "delete-horizon"
+    """The earliest delete horizon the last cleaning left in the log passed: tombstones or
+    transaction markers can go (Kafka 3.x schedules such logs too)."""
+    FORCED = "forced"
+    """Not due by any rule, cleaned because ``force`` was given."""
+
+    @property
+    def description(self) -> str:
+        return _DUE_DESCRIPTIONS[self]
+
+
+_DUE_DESCRIPTIONS = {
+    DueReason.DIRTY_RATIO: "dirty ratio reached min.cleanable.dirty.ratio",
+    DueReason.MAX_COMPACTION_LAG: "dirty data older than max.compaction.lag.ms",
+    DueReason.DELETE_HORIZON: "delete horizon passed",
+    DueReason.FORCED: "forced",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +77,17 @@ class PartitionCompaction:
     segments_merged: int = 0
     rounds: int = 0
     duration_ms: int = 0
+    due: DueReason | None = None
+    """Why the partition was cleaned (or, in a dry run, would be); None if it was not due."""
+    delete_horizon_ms: int | None = None
+    """The earliest delete horizon left in the log: after the run if it cleaned (what it
+    recorded with the checkpoint), else as recorded before; None if there is none. The
+    partition becomes due when it passes."""
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
         out["status"] = self.status.value
+        out["due"] = None if self.due is None else self.due.value
         return out
 
 

@@ -7,16 +7,28 @@
             producer.send("orders", value=b"...", key=b"user-42")
 """
 
-from logstore import errors
-from logstore.errors import *  # noqa: F401,F403  (the error hierarchy is part of the public API)
+# _source_tree is imported first, for its effect: in a source checkout it maps backends/,
+# compaction/, cli/ and alembic/ into this package as an installation does, before the imports
+# below need them (see logstore/_source_tree.py).
+from logstore import (
+    _source_tree,  # noqa: F401
+    errors,
+)
+from logstore.client.consumer import Consumer
+from logstore.client.futures import RecordFuture
+from logstore.client.group_membership import ConsumerRebalanceListener
+from logstore.client.producer import Producer
+from logstore.clock import Clock, ManualClock, SystemClock
+from logstore.embedded import Log, open
+from logstore.errors import *  # noqa: F403  (the error hierarchy is part of the public API)
 from logstore.types import (
     AppendResult,
+    ConsumerGroupMetadata,
     ConsumerRecord,
     FetchResult,
     GroupDescription,
     GroupListing,
     Header,
-    ConsumerGroupMetadata,
     IsolationLevel,
     MemberDescription,
     OffsetAndMetadata,
@@ -30,13 +42,6 @@ from logstore.types import (
     TransactionDescription,
 )
 
-from logstore.client.consumer import Consumer
-from logstore.client.futures import RecordFuture
-from logstore.client.group_membership import ConsumerRebalanceListener
-from logstore.client.producer import Producer
-from logstore.clock import Clock, ManualClock, SystemClock
-from logstore.embedded import Log, open
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -47,5 +52,5 @@ __all__ = [
     "PartitionDescription", "PartitionLag",
     "Producer", "RecordFuture", "RecordMetadata", "RetentionReport", "SystemClock",
     "TopicDescription", "TopicPartition", "TransactionDescription", "errors", "open",
-    *errors.__all__,
 ]
+__all__ += errors.__all__

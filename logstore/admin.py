@@ -12,8 +12,8 @@ Thread-safe.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Callable, Mapping
 
 from logstore.backends.metadata import MetadataStore, TopicRecord
 from logstore.clock import Clock

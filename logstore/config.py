@@ -10,8 +10,8 @@ ignored setting.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from logstore.errors import InvalidConfigurationError
 
@@ -302,4 +302,6 @@ DEFAULT_TOPIC_CONFIG = TopicConfig.from_overrides({})
 
 def effective_config(overrides: Mapping[str, str]) -> dict[str, str]:
     """Every known key with its effective value (override or default), for describe output."""
-    return {name: overrides.get(name, key.default) for name, key in sorted(TOPIC_CONFIG_KEYS.items())}
+    return {
+        name: overrides.get(name, key.default) for name, key in sorted(TOPIC_CONFIG_KEYS.items())
+    }

@@ -17,19 +17,22 @@ import logging
 import os
 import threading
 import time
-import weakref
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from logstore.admin import TopicAdmin, validate_topic_name
 from logstore.backends import open_metadata_store
 from logstore.backends.metadata import MetadataStore
+from logstore.backends.txn_records import TransactionRecord
 from logstore.client.consumer import Consumer
 from logstore.client.producer import Producer
+from logstore.client.registry import DEFAULT_CLIENT_CLOSE_TIMEOUT_MS, ClientRegistry
 from logstore.clock import SYSTEM_CLOCK, Clock
 from logstore.config import TopicConfig
 from logstore.coordinator.group_coordinator import GroupCoordinator
 from logstore.coordinator.transaction_coordinator import TransactionCoordinator
+from logstore.coordinator.txn_state import DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS
 from logstore.errors import (
     IllegalStateError,
     InvalidArgumentError,
@@ -44,15 +47,14 @@ from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
 from logstore.records.control import ControlType, build_control_batch
 from logstore.topic_cache import TopicCache
-from logstore.backends.txn_records import TransactionRecord
 from logstore.types import (
     AppendResult,
     FetchResult,
     GroupDescription,
     GroupListing,
+    IsolationLevel,
     OffsetAndMetadata,
     PartitionLag,
-    IsolationLevel,
     RetentionReport,
     TopicDescription,
     TopicPartition,
@@ -81,13 +83,14 @@ def default_metadata_url(path: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(path).absolute() / 'metadata.db'}"
 
 
-def open(  # noqa: A001 - the public name mirrors built-in open(): a directory is a log
+def open(
     path: str | os.PathLike[str],
     *,
     metadata_url: str | None = None,
     clock: Clock | None = None,
     maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
     transaction_check_interval_ms: int = DEFAULT_TRANSACTION_CHECK_INTERVAL_MS,
+    transactional_id_expiration_ms: int = DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
     metadata_max_age_ms: int = 1000,
     object_store_url: str | None = None,
     object_store: ObjectStore | None = None,
@@ -103,6 +106,9 @@ def open(  # noqa: A001 - the public name mirrors built-in open(): a directory i
     :meth:`Log.run_transaction_maintenance` yourself).
     ``transaction_check_interval_ms``: how often it aborts timed-out transactions and finishes
     prepared ones.
+    ``transactional_id_expiration_ms``: a transactional id with no transaction in progress that
+    stays unused this long is removed by the transaction maintenance (Kafka's
+    ``transactional.id.expiration.ms``, default 7 days); its next producer starts afresh.
     ``metadata_max_age_ms``: how stale this process's view of topic configs may get.
 
     Tiered storage (topics with ``remote.storage.enable=true``): ``object_store_url`` names the
@@ -120,6 +126,7 @@ def open(  # noqa: A001 - the public name mirrors built-in open(): a directory i
         clock=clock,
         maintenance_interval_ms=maintenance_interval_ms,
         transaction_check_interval_ms=transaction_check_interval_ms,
+        transactional_id_expiration_ms=transactional_id_expiration_ms,
         metadata_max_age_ms=metadata_max_age_ms,
         object_store_url=object_store_url,
         object_store=object_store,
@@ -139,6 +146,7 @@ class Log:
         clock: Clock | None = None,
         maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
         transaction_check_interval_ms: int = DEFAULT_TRANSACTION_CHECK_INTERVAL_MS,
+        transactional_id_expiration_ms: int = DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
         metadata_max_age_ms: int = 1000,
         object_store_url: str | None = None,
         object_store: ObjectStore | None = None,
@@ -169,12 +177,13 @@ class Log:
         self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
         self.group_coordinator = GroupCoordinator(self._store, self.clock)
         self.transaction_coordinator = TransactionCoordinator(
-            self._store, self.clock, self._write_markers)
+            self._store, self.clock, self._write_markers,
+            transactional_id_expiration_ms=transactional_id_expiration_ms)
         self._groups = GroupAdmin(
             self.group_coordinator, self.clock, self.partition_log,
             lambda topic: self.topic_info(topic)[0],
         )
-        self._clients: weakref.WeakSet[Producer | Consumer] = weakref.WeakSet()
+        self.clients = ClientRegistry()
         self._closed = threading.Event()
         self._closing = False
         self._close_lock = threading.Lock()
@@ -300,16 +309,12 @@ class Log:
     def producer(self, **options: Any) -> Producer:
         """A new :class:`~logstore.client.producer.Producer` (options as its constructor)."""
         self._ensure_accepting_clients()
-        producer = Producer(self, **options)
-        self._clients.add(producer)
-        return producer
+        return Producer(self, **options)  # it registers with self.clients
 
     def consumer(self, **options: Any) -> Consumer:
         """A new :class:`~logstore.client.consumer.Consumer` (options as its constructor)."""
         self._ensure_accepting_clients()
-        consumer = Consumer(self, **options)
-        self._clients.add(consumer)
-        return consumer
+        return Consumer(self, **options)  # it registers with self.clients
 
     # --- raw access --------------------------------------------------------------------------
 
@@ -390,6 +395,10 @@ class Log:
 
     def topics(self) -> list[str]:
         return self.list_topics()
+
+    def topic_id(self, topic: str) -> str:
+        self._ensure_open()
+        return self._cache.require(topic).topic_id
 
     # --- maintenance -------------------------------------------------------------------------
 
@@ -472,24 +481,31 @@ class Log:
         return self._tiered
 
     def run_transaction_maintenance(self) -> list[str]:
-        """Abort transactions open past their timeout and finish prepared ones (a producer
-        that crashed mid-commit); returns the transactional ids aborted."""
+        """Abort transactions open past their timeout, finish prepared ones (a producer
+        that crashed mid-commit) and remove transactional ids unused for
+        ``transactional_id_expiration_ms``; returns the transactional ids aborted."""
         self._ensure_open()
         try:
             aborted = self.transaction_coordinator.abort_timed_out()
-        finally:  # each pass tries everything; one failure must not skip the other
-            self.transaction_coordinator.complete_pending()
+        finally:  # each pass tries everything; one failure must not skip the others
+            try:
+                self.transaction_coordinator.complete_pending()
+            finally:
+                self.transaction_coordinator.expire_transactional_ids()
         return aborted
 
     def _recover_transactions(self) -> None:
         try:
             self.transaction_coordinator.complete_pending()
+            self.transaction_coordinator.expire_transactional_ids()
         except LogstoreError as exc:  # retried by the maintenance thread and by producers
-            _log.warning("could not finish prepared transactions: %s", exc)
+            _log.warning("could not finish prepared transactions or expire ids: %s", exc)
 
     def _maintain(self, retention_s: float, transactions_s: float) -> None:
         next_retention = time.monotonic() + retention_s
-        while not self._closed.wait(min(transactions_s, max(0.0, next_retention - time.monotonic()))):
+        while not self._closed.wait(
+            min(transactions_s, max(0.0, next_retention - time.monotonic()))
+        ):
             try:
                 self.run_transaction_maintenance()
                 if time.monotonic() >= next_retention:
@@ -499,7 +515,7 @@ class Log:
                 return
             except LogstoreError as exc:
                 _log.warning("maintenance pass failed: %s", exc)
-            except Exception:  # keep the thread alive; the next pass may succeed
+            except Exception:  # noqa: BLE001 - keep the thread alive; the next pass may succeed
                 _log.exception("maintenance pass failed unexpectedly")
 
     def _write_markers(
@@ -521,15 +537,18 @@ class Log:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Close clients made by this log, partition logs and the metadata store. Idempotent."""
+    def close(self, *, client_timeout_ms: float = DEFAULT_CLIENT_CLOSE_TIMEOUT_MS) -> None:
+        """Close clients made by this log, partition logs and the metadata store. Idempotent.
+
+        Producers, also those never closed or dropped, first send what they hold, for up to
+        ``client_timeout_ms`` (real time, for all of them together); records still unsent then
+        fail with LogstoreTimeoutError."""
         with self._close_lock:
             if self._closing:
                 return
             self._closing = True  # no new clients from here on
         # Clients first: a producer's last batches still need the partition logs.
-        for client in list(self._clients):
-            client.close()
+        self.clients.close_all(client_timeout_ms)
         self._closed.set()
         if self._maintenance is not None:
             self._maintenance.join(timeout=30)

@@ -14,7 +14,7 @@ Thread-safe.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from logstore.backends.group_records import CommittedOffset
 from logstore.clock import Clock
@@ -88,7 +88,7 @@ class GroupAdmin:
         for tp in sorted(set(committed) | set(owners)):
             try:
                 end = self._partition_log(tp.topic, tp.partition).high_watermark
-            except Exception:  # the topic was deleted: report nothing for it
+            except Exception:  # noqa: BLE001, S112 - the topic was deleted: report nothing for it
                 continue
             offset = committed[tp].offset if tp in committed else None
             result.append(PartitionLag(tp.topic, tp.partition, offset, end,

@@ -10,8 +10,9 @@ This module is a leaf: it imports nothing from logstore but ``errors``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 Header = tuple[str, bytes | None]
 """A record header: a UTF-8 key and an optional byte value (Kafka allows null header values)."""

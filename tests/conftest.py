@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
@@ -16,7 +17,6 @@ from logstore.config import TopicConfig, validate_overrides
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
 from logstore.records.builder import encode_batch
-
 
 POSTGRES_ENV = "LOGSTORE_TEST_POSTGRES_URL"
 

@@ -25,7 +25,7 @@ def test_the_first_two_lines_are_the_set_up_commands() -> None:
 
 def test_python_quickstart_runs(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", block("python")], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "b'user-42' b'{\"total\": 42}' (('source', b'web'),)" in result.stdout
 
@@ -35,7 +35,7 @@ def test_cli_quickstart_runs(tmp_path: Path) -> None:
     env.pop("LOGSTORE_DATA_DIR", None)
     script = "set -euo pipefail\n" + block("sh", 1)
     result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=180)
+                            capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr
     assert "user-1\thello\nuser-2\tworld\n" in result.stdout
     assert "baseOffset: 0 lastOffset: 1 count: 2" in result.stdout

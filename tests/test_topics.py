@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -45,9 +45,9 @@ def test_topic_names_and_counts_are_validated(any_log):
             any_log.create_topic(bad)
     with pytest.raises(InvalidPartitionsError):
         any_log.create_topic("t", partitions=0)
-    with pytest.raises(InvalidConfigurationError, match="no.such"):
+    with pytest.raises(InvalidConfigurationError, match=r"no\.such"):
         any_log.create_topic("t", config={"no.such": "1"})
-    with pytest.raises(InvalidConfigurationError, match="segment.bytes"):
+    with pytest.raises(InvalidConfigurationError, match=r"segment\.bytes"):
         any_log.create_topic("t", config={"segment.bytes": "ten"})
     assert any_log.list_topics() == [], "a rejected create must leave nothing behind"
     any_log.create_topic("t")

@@ -11,9 +11,10 @@ in full through ``op.f`` so the naming convention of the target metadata is not 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0001"

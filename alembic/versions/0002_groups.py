@@ -9,9 +9,10 @@ A frozen snapshot (see 0001): tables are spelled out here, not imported from sch
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0002"

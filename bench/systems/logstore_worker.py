@@ -26,12 +26,18 @@ from bench import drop_repository_root
 # shadow the installed package (see bench.drop_repository_root): drop it before importing.
 drop_repository_root()
 
-import logstore
-from bench.driver import Expect, consume, produce
-from bench.payload import Payload
-from bench.resources import own_cpu_s, process_write_bytes
-from bench.systems.logstore_clients import LogstoreConsumer, LogstoreProducer
-from bench.workloads import RunSpec
+import logstore  # noqa: E402 - after drop_repository_root()
+from bench.driver import Expect, consume, produce  # noqa: E402 - after drop_repository_root()
+from bench.payload import Payload  # noqa: E402 - after drop_repository_root()
+from bench.resources import (  # noqa: E402 - after drop_repository_root()
+    own_cpu_s,
+    process_write_bytes,
+)
+from bench.systems.logstore_clients import (  # noqa: E402 - after drop_repository_root()
+    LogstoreConsumer,
+    LogstoreProducer,
+)
+from bench.workloads import RunSpec  # noqa: E402 - after drop_repository_root()
 
 
 def main(argv: list[str]) -> int:

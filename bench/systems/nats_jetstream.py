@@ -96,7 +96,7 @@ class NatsJetStream:
                              max_reconnect_attempts=0, error_cb=_ignore), timeout_s=10)
             self._js = self._nc.jetstream()
             self._loop.call(self._js.account_info(), timeout_s=10)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure here: the peer is unavailable
             self.stop()
             raise SystemUnavailable(
                 f"no NATS server with JetStream at {self._url} ({type(exc).__name__}: {exc})"
@@ -104,7 +104,8 @@ class NatsJetStream:
         self._pid = pid_listening_on(address.port or 4222)
         version = self._nc.connected_server_version
         self.config = (
-            f"nats-server {version.major}.{version.minor}.{version.patch} at {self._url}; streams with file storage, 1 replica, "
+            f"nats-server {version.major}.{version.minor}.{version.patch} at {self._url}; "
+            f"streams with file storage, 1 replica, "
             f"server default sync_interval; nats-py publish_async (max 4000 pending), "
             f"bursts of {MAX_RATE_BURST} (max-rate); pull consumer, AckPolicy.NONE, fetch "
             f"batches of {FETCH_BATCH}"
@@ -117,7 +118,7 @@ class NatsJetStream:
         if self._nc is not None:
             try:
                 self._loop.call(self._nc.close(), timeout_s=10)
-            except Exception:  # closing a broken connection: nothing more to do
+            except Exception:  # noqa: BLE001, S110 - closing a broken connection: nothing to do
                 pass
             self._nc = None
         self._loop.close()
@@ -226,5 +227,5 @@ class NatsConsumer:
     def close(self) -> None:
         try:
             self._loop.call(self._subscription.unsubscribe(), timeout_s=10)
-        except Exception:  # the stream may already be gone
+        except Exception:  # noqa: BLE001, S110 - the stream may already be gone
             pass

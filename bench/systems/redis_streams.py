@@ -118,7 +118,7 @@ class RedisConsumer:
 
     def __init__(self, client: Any, keys: list[str]) -> None:
         self._client = client
-        self._positions: dict[str, bytes | str] = {key: "0-0" for key in keys}
+        self._positions: dict[str, bytes | str] = dict.fromkeys(keys, "0-0")
         self._count = max(64, XREAD_COUNT // len(keys))
 
     def poll(self, timeout_s: float) -> list[bytes]:

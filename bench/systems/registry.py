@@ -15,6 +15,8 @@ NAMES = (
     "redis-everysec",
     "nats",
 )
+# The client library each peer's adapter imports (from the `bench` extra); logstore's need none.
+CLIENT_LIBRARIES = {"redis-always": "redis", "redis-everysec": "redis", "nats": "nats"}
 
 
 def create(name: str, base_dir: Path | None, *, redis_url: str = "redis://127.0.0.1:6379",

@@ -16,16 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from logstore.backends.object_store import MiB
+
 import bench.tiering
 import logstore
 from bench import REPOSITORY_ROOT
 from bench.compaction import git_describe
+from bench.extras import TEST_INSTALL, Need, require
 from bench.systems.logstore_clients import CONSUMER_OPTIONS
 from bench.tiering.latency import produce_latency
 from bench.tiering.puts import DEFAULT_MULTIPART_BYTES, puts_rows
 from bench.tiering.reads import FETCH_MAX_BYTES, memory_reads, produce_data, s3_reads
 from bench.tiering.report import profile_text, tables
-from logstore.backends.object_store import MiB
 
 MODES: dict[str, dict[str, Any]] = {
     "full": {"mb": 256, "segment_bytes": 16 * MiB, "latency_seconds": 20.0, "latency_rounds": 2},
@@ -82,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if "s3" not in args.skip:  # checked first: the S3 part comes after producing the data
+        require([Need("moto.server", "for the S3 part (or --skip s3)")],
+                program="python -m bench.tiering", install=TEST_INSTALL)
     from logstore.records.speedups import accelerated
 
     mode = "quick" if args.quick else "full"
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(base, ignore_errors=True)
     doc = {
         "benchmark": "tiering",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.tiering", *(argv or sys.argv[1:])]),
         "mode": mode,
         "python": platform.python_version(),

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from logstore.backends.memory_store import MemoryObjectStore
+
 import logstore
 from bench.driver import produce as produce_at_fixed_rate
 from bench.latency import summarize
@@ -20,7 +22,6 @@ from bench.systems import LATENCY
 from bench.systems.logstore_clients import LogstoreProducer
 from bench.tiering import TOPIC
 from bench.workloads import FIXED_RATE, RunSpec
-from logstore.backends.memory_store import MemoryObjectStore
 
 LATENCY_CASES: tuple[tuple[str, str | None], ...] = (
     ("no remote storage", None),

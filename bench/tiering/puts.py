@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.tiering.moto_s3 import s3_store
 from logstore.backends.object_store import MiB, put_request_count
+
+from bench.tiering.moto_s3 import s3_store
 from logstore.tier.remote_format import DEFAULT_INDEX_INTERVAL_BYTES, FOOTER_SIZE, INDEX_ENTRY
 
 DEFAULT_SEGMENT_BYTES = 1 << 30  # segment.bytes' default

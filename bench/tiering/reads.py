@@ -9,12 +9,16 @@ first-byte latency, with and without the remote cache and its prefetch (part 2).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from logstore.backends.memory_store import MemoryObjectStore
 
 import logstore
 import logstore.embedded
@@ -25,7 +29,6 @@ from bench.systems.logstore_clients import LogstoreConsumer
 from bench.tiering import TOPIC
 from bench.tiering.moto_s3 import create_bucket, moto_server, s3_store
 from bench.tiering.puts import multipart_check
-from logstore.backends.memory_store import MemoryObjectStore
 from logstore.tier.remote_format import iter_frames
 
 FETCH_MAX_BYTES = 1 << 20
@@ -69,8 +72,8 @@ def fetch_all(log: logstore.Log, end: int) -> dict[str, Any]:
         data = fetch(TOPIC, 0, position, max_bytes=FETCH_MAX_BYTES).records
         fetches += 1
         last = -1
-        for _, _, _, last in iter_frames(data, 0, len(data)):
-            pass
+        for _, _, _, batch_last in iter_frames(data, 0, len(data)):
+            last = batch_last
         if last < position:
             raise RuntimeError(f"fetch at {position} returned no batch ending at or after it")
         total += len(data)
@@ -159,7 +162,7 @@ def _prefetch_disabled(disabled: bool) -> Iterator[None]:
     if not disabled:
         yield
         return
-    original = RemotePartition._maybe_prefetch  # noqa: SLF001
+    original = RemotePartition._maybe_prefetch
     RemotePartition._maybe_prefetch = lambda self, *args, **kwargs: None  # type: ignore
     try:
         yield
@@ -230,7 +233,7 @@ def s3_reads(base: Path, data_dir: Path, produced: dict[str, Any],
             try:
                 with logstore.open(directory, object_store=store, tier_interval_ms=None,
                                    maintenance_interval_ms=None) as log:
-                    out[name] = _metered(lambda: reader(log), pids)
+                    out[name] = _metered(functools.partial(reader, log), pids)
                     out[name]["requests"] = store.request_counts()
             finally:
                 store.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from logstore.client.registry import ClientRegistry
 from logstore.clock import Clock
 from logstore.config import TopicConfig
 from logstore.coordinator.group_coordinator import GroupCoordinator
@@ -21,6 +22,7 @@ class ClientAccess(Protocol):
 
     clock: Clock
     notifier: AppendNotifier
+    clients: ClientRegistry  # every client registers here, to be closed with the log
     group_coordinator: GroupCoordinator
     transaction_coordinator: TransactionCoordinator
 
@@ -30,6 +32,11 @@ class ClientAccess(Protocol):
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         """The partition's log; raises UnknownTopicOrPartitionError."""
+        ...
+
+    def topic_id(self, topic: str) -> str:
+        """The id of the topic's current incarnation (a topic deleted and created again gets a
+        new one); raises UnknownTopicOrPartitionError."""
         ...
 
     def topics(self) -> list[str]:

@@ -15,6 +15,10 @@ close is in progress. ``buffer_memory`` bounds the (estimated) bytes of records 
 acknowledged: a send that would exceed it blocks up to ``max_block_ms`` and then fails with
 BufferExhaustedError.
 
+Time: ``linger_ms`` is measured on the log's clock (``Clock.monotonic_ms``), read once per batch,
+never per record, so a test drives it with a ManualClock; ``max_block_ms`` bounds how long
+``send`` blocks its caller and is real time.
+
 Thread-safe: ``append`` is called by any number of application threads, ``drain`` by the sender.
 """
 
@@ -23,9 +27,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 from logstore.client.futures import BatchResult
+from logstore.clock import Clock, ClockCondition
 from logstore.errors import BufferExhaustedError, IllegalStateError
 from logstore.records.builder import build_batch, encode_records
 from logstore.records.compression import Compression
@@ -38,15 +43,15 @@ Record = tuple[int, bytes | None, bytes | None, Sequence[Header]]
 class ProducerBatch:
     """One batch being filled or waiting to be appended."""
 
-    __slots__ = ("tp", "records", "size", "max_bytes", "result", "created_s", "reserved_bytes")
+    __slots__ = ("created_ms", "max_bytes", "records", "reserved_bytes", "result", "size", "tp")
 
-    def __init__(self, tp: TopicPartition, max_bytes: int) -> None:
+    def __init__(self, tp: TopicPartition, max_bytes: int, created_ms: float) -> None:
         self.tp = tp
         self.records: list[Record] = []
         self.size = HEADER_SIZE  # upper bound of the encoded, uncompressed batch
         self.max_bytes = max_bytes
         self.result = BatchResult(tp.topic, tp.partition)
-        self.created_s = time.monotonic()
+        self.created_ms = created_ms  # on the producer's clock (monotonic_ms)
         self.reserved_bytes = 0
 
     def is_full(self) -> bool:
@@ -71,12 +76,15 @@ class ProducerBatch:
 class RecordAccumulator:
     """Per-partition queues of batches. See the module docstring."""
 
-    def __init__(self, *, batch_size: int, linger_ms: float, buffer_memory: int) -> None:
+    def __init__(
+        self, *, batch_size: int, linger_ms: float, buffer_memory: int, clock: Clock
+    ) -> None:
         self._batch_size = batch_size
-        self._linger_s = linger_ms / 1000.0
+        self._linger_ms = linger_ms
         self._buffer_memory = buffer_memory
+        self._clock = clock
         self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)  # the sender waits here
+        self._ready = ClockCondition(clock, self._lock)  # the sender waits here
         self._space = threading.Condition(self._lock)  # blocked senders wait here
         # topic -> per-partition queues (a list indexed by partition, grown on demand)
         self._topics: dict[str, list[deque[ProducerBatch] | None]] = {}
@@ -144,7 +152,8 @@ class RecordAccumulator:
         batch = queue[-1] if queue else None
         if batch is None or (batch.size + record_size > batch.max_bytes and batch.records):
             limit = max(min(self._batch_size, max_batch_bytes), HEADER_SIZE + record_size)
-            batch = ProducerBatch(TopicPartition(topic, partition), limit)
+            batch = ProducerBatch(TopicPartition(topic, partition), limit,
+                                  self._clock.monotonic_ms())
             queue.append(batch)
             self._open_batches(topic, partition)[partition] = batch
             new_batch = True
@@ -171,6 +180,7 @@ class RecordAccumulator:
         return queues
 
     def _wait_for_space(self, record_size: int, max_block_s: float) -> None:
+        # Real time: max_block_ms bounds how long the caller is blocked, whatever the clock says.
         deadline = time.monotonic() + max_block_s
         while self._buffered + record_size > self._buffer_memory and self._buffered > 0:
             remaining = deadline - time.monotonic()
@@ -186,23 +196,18 @@ class RecordAccumulator:
     def _queues(self) -> list[deque[ProducerBatch]]:
         return [q for queues in self._topics.values() for q in queues if q]
 
-    def ready_partitions(self) -> tuple[list[TopicPartition], float | None]:
-        """Partitions whose oldest batch is ready; also how long until the next batch ripens
-        (None: no batch is waiting)."""
-        now = time.monotonic()
+    def ready_partitions(self) -> list[TopicPartition]:
+        """Partitions whose oldest batch is ready."""
         ready: list[TopicPartition] = []
-        wait_s: float | None = None
         with self._lock:
+            now = self._clock.monotonic_ms()
             urgent = self._flushes > 0 or self._closing
             for queue in self._queues():
                 batch = queue[0]
-                ripe_at = batch.created_s + self._linger_s
-                if len(queue) > 1 or urgent or ripe_at <= now or batch.is_full():
+                if (len(queue) > 1 or urgent or batch.created_ms + self._linger_ms <= now
+                        or batch.is_full()):
                     ready.append(batch.tp)
-                else:
-                    wait = ripe_at - now
-                    wait_s = wait if wait_s is None else min(wait_s, wait)
-        return ready, wait_s
+        return ready
 
     def drain_partition(self, tp: TopicPartition) -> list[ProducerBatch]:
         """Take the partition's ready batches, oldest first.
@@ -210,16 +215,16 @@ class RecordAccumulator:
         Callers hold the partition's append lock, so batches of one partition are appended in
         the order they were taken.
         """
-        now = time.monotonic()
         taken: list[ProducerBatch] = []
         with self._lock:
+            now = self._clock.monotonic_ms()
             queues = self._topics.get(tp.topic)
             queue = queues[tp.partition] if queues and tp.partition < len(queues) else None
             urgent = self._flushes > 0 or self._closing
             while queue:
                 batch = queue[0]
                 if len(queue) > 1 or urgent or batch.is_full() or (
-                    batch.created_s + self._linger_s <= now
+                    batch.created_ms + self._linger_ms <= now
                 ):
                     taken.append(queue.popleft())
                     self._in_flight.add(batch)
@@ -230,8 +235,9 @@ class RecordAccumulator:
                 self._open[tp.topic][tp.partition] = None
         return taken
 
-    def wait_for_work(self, timeout_s: float | None) -> None:
-        """Block the sender until a batch may be ready, or ``timeout_s`` passes."""
+    def wait_for_work(self) -> None:
+        """Block the sender until a batch may be ready: one was started or filled, a flush or
+        close began, or the linger of the oldest waiting batch ran out on the clock."""
         with self._lock:
             queues = self._queues()
             # Only queued batches can be ready: while a flush (or close) waits for batches
@@ -240,7 +246,18 @@ class RecordAccumulator:
             if queues and (self._flushes or self._closing or any(
                     len(q) > 1 or q[0].is_full() for q in queues)):
                 return
-            self._ready.wait(timeout_s)
+            if self._closing and not self._in_flight and not queues:
+                return  # drained: the sender's thread may end
+            wait_ms = None
+            if queues:
+                # Read under the lock (see ClockCondition): a clock advanced after this read
+                # notifies this wait.
+                now = self._clock.monotonic_ms()
+                ripe_at = min(q[0].created_ms for q in queues) + self._linger_ms
+                if ripe_at <= now:
+                    return
+                wait_ms = ripe_at - now
+            self._ready.wait_ms(wait_ms)
 
     def wake(self) -> None:
         with self._lock:
@@ -279,9 +296,15 @@ class RecordAccumulator:
             self._ready.notify_all()
             self._space.notify_all()
 
-    def is_empty(self) -> bool:
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (records are refused)."""
+        return self._closing
+
+    def drained(self) -> bool:
+        """Closed, and every batch appended or failed: nothing is left for the sender."""
         with self._lock:
-            return not self._in_flight and not self._queues()
+            return self._closing and not self._in_flight and not self._queues()
 
     def abort(self, error: BaseException) -> None:
         """Fail every queued batch (used when closing without waiting)."""

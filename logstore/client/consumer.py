@@ -13,6 +13,10 @@ partitions and commit offsets, as long as the group has no live members (as in K
 Auto-commit (``enable_auto_commit``) commits what ``poll`` returned every
 ``auto_commit_interval_ms``, before partitions are revoked, and on ``close``.
 
+Time: the auto-commit interval and the group's session, heartbeat and max-poll intervals run on
+the log's clock (a ManualClock drives them in tests); ``poll(timeout_ms)`` bounds how long the
+call blocks and is real time.
+
 Not thread-safe, like Kafka's consumer: use it from one thread (``close`` may be called from
 another to stop a blocked ``poll``). Rebalance listeners and commit callbacks run on the thread
 that calls ``poll``/``commit``/``close``, except ``commit_async`` callbacks, which run on the
@@ -23,8 +27,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from logstore.backends.group_records import CommittedOffset
 from logstore.client.access import ClientAccess
@@ -98,7 +103,9 @@ class Consumer:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
         if heartbeat_interval_ms >= session_timeout_ms:
-            raise InvalidArgumentError("heartbeat_interval_ms must be lower than session_timeout_ms")
+            raise InvalidArgumentError(
+                "heartbeat_interval_ms must be lower than session_timeout_ms"
+            )
         if group_id is not None and (not isinstance(group_id, str) or not group_id):
             raise InvalidArgumentError(f"group_id must be a non-empty str, got {group_id!r}")
         try:
@@ -132,12 +139,14 @@ class Consumer:
         self._key_deserializer = key_deserializer
         self._value_deserializer = value_deserializer
         self._consumer_timeout_ms = consumer_timeout_ms
-        self._auto_commit_s = auto_commit_interval_ms / 1000.0 if enable_auto_commit else None
-        self._next_auto_commit = time.monotonic() + (self._auto_commit_s or 0)
+        self._clock = access.clock
+        self._auto_commit_ms = auto_commit_interval_ms if enable_auto_commit else None
+        self._next_auto_commit_ms = self._clock.monotonic_ms() + (self._auto_commit_ms or 0)
         self._membership: GroupMembership | None = None
         self._listener: ConsumerRebalanceListener | None = None
         self._commit_pool: ThreadPoolExecutor | None = None
         self._closed = False
+        access.clients.add_consumer(self)
 
     # --- manual assignment -------------------------------------------------------------------
 
@@ -194,7 +203,7 @@ class Consumer:
             self._membership = GroupMembership(
                 self._access.group_coordinator, self._group_options,
                 self._assignors, owner=self, partition_counts=self._partition_counts,
-                topics=self._access.topics,
+                topics=self._access.topics, clock=self._clock,
             )
         self._membership.subscribe(names, compiled)
 
@@ -229,7 +238,7 @@ class Consumer:
     def _revoke_partitions(self, partitions: set[TopicPartition], *, lost: bool) -> None:
         if not partitions:
             return
-        if not lost and self._auto_commit_s is not None:
+        if not lost and self._auto_commit_ms is not None:
             try:
                 self._commit_positions({tp: p for tp, p in self._fetcher.positions().items()
                                         if tp in partitions})
@@ -331,6 +340,7 @@ class Consumer:
         limit = self._max_poll_records if max_records is None else max_records
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgumentError(f"max_records must be a positive int, got {max_records!r}")
+        # Real time: the timeout bounds how long the caller waits, whatever the clock says.
         deadline = time.monotonic() + max(0.0, timeout_ms) / 1000.0
         membership = self._membership
         if membership is None and not self._fetcher.states:
@@ -457,14 +467,14 @@ class Consumer:
             ) from exc
 
     def _maybe_auto_commit(self) -> None:
-        if self._auto_commit_s is None or self.group_id is None:
+        if self._auto_commit_ms is None or self.group_id is None:
             return
         if self._membership is None and not self._fetcher.states:
             return
-        now = time.monotonic()
-        if now < self._next_auto_commit:
+        now = self._clock.monotonic_ms()
+        if now < self._next_auto_commit_ms:
             return
-        self._next_auto_commit = now + self._auto_commit_s
+        self._next_auto_commit_ms = now + self._auto_commit_ms
         try:
             self._commit_positions(self._fetcher.positions())
         except CommitFailedError:
@@ -493,7 +503,7 @@ class Consumer:
                 membership, self._membership = self._membership, None
                 self._revoke_partitions(set(self._fetcher.states), lost=False)
                 membership.close(leave=True)
-            elif self._auto_commit_s is not None and self.group_id is not None:
+            elif self._auto_commit_ms is not None and self.group_id is not None:
                 try:
                     self._commit_positions(self._fetcher.positions())
                 except LogstoreError:
@@ -521,6 +531,10 @@ def _as_tp(value: object) -> TopicPartition:
         return value
     if isinstance(value, tuple) and len(value) == 2:
         topic, partition = value
-        if isinstance(topic, str) and isinstance(partition, int) and not isinstance(partition, bool):
+        if (
+            isinstance(topic, str)
+            and isinstance(partition, int)
+            and not isinstance(partition, bool)
+        ):
             return TopicPartition(topic, partition)
     raise InvalidArgumentError(f"expected a TopicPartition, got {value!r}")

@@ -21,7 +21,7 @@ Not thread-safe: used by the consumer's poll thread only.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 from logstore.client.access import ClientAccess
 from logstore.errors import (
@@ -41,7 +41,7 @@ RESETS = ("earliest", "latest", "none")
 class PartitionState:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("position", "next_fetch", "buffer", "cursor", "paused", "error")
+    __slots__ = ("buffer", "cursor", "error", "next_fetch", "paused", "position")
 
     def __init__(self) -> None:
         self.position: int | None = None
@@ -98,7 +98,7 @@ class Fetcher:
                 try:
                     log = self._access.partition_log(tp.topic, tp.partition)
                     self._access.notifier.unwatch(log.doorbell_path)
-                except Exception:  # the topic may be gone; there is nothing to unwatch then
+                except Exception:  # noqa: BLE001, S110 - the topic may be gone: nothing to unwatch
                     pass
         self._reorder()
 

@@ -14,7 +14,7 @@ keep them short.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from logstore.errors import LogstoreTimeoutError
 from logstore.types import RecordMetadata
@@ -26,8 +26,16 @@ class BatchResult:
     Thread-safe.
     """
 
-    __slots__ = ("topic", "partition", "_event", "_lock", "base_offset", "log_append_time_ms",
-                 "error", "_callbacks")
+    __slots__ = (
+        "_callbacks",
+        "_event",
+        "_lock",
+        "base_offset",
+        "error",
+        "log_append_time_ms",
+        "partition",
+        "topic",
+    )
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -74,7 +82,7 @@ class BatchResult:
 class RecordFuture:
     """The eventual :class:`RecordMetadata` of one sent record."""
 
-    __slots__ = ("_batch", "_delta", "_timestamp_ms", "_key_size", "_value_size")
+    __slots__ = ("_batch", "_delta", "_key_size", "_timestamp_ms", "_value_size")
 
     def __init__(
         self, batch: BatchResult, delta: int, timestamp_ms: int, key_size: int, value_size: int
@@ -108,7 +116,9 @@ class RecordFuture:
             )
         if batch.error is not None:
             raise batch.error
-        timestamp = batch.log_append_time_ms if batch.log_append_time_ms >= 0 else self._timestamp_ms
+        timestamp = (
+            batch.log_append_time_ms if batch.log_append_time_ms >= 0 else self._timestamp_ms
+        )
         return RecordMetadata(
             self.topic, self.partition, batch.base_offset + self._delta, timestamp,
             self._key_size, self._value_size,
@@ -129,5 +139,9 @@ class RecordFuture:
     def __repr__(self) -> str:
         state = "pending"
         if self._batch.done():
-            state = "failed" if self._batch.error else f"offset={self._batch.base_offset + self._delta}"
+            state = (
+                "failed"
+                if self._batch.error
+                else f"offset={self._batch.base_offset + self._delta}"
+            )
         return f"<RecordFuture {self.topic}-{self.partition} {state}>"

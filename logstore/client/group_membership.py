@@ -14,6 +14,13 @@ cooperative-sticky it keeps its partitions, revokes only those missing from its 
 and then rejoins so they can be handed to their new owner. Either way, a partition is handed to
 a member only after its previous owner gave it up or left the group.
 
+Time: session expiry and the max-poll interval are judged on the log's clock, so a ManualClock
+drives them in tests. The heartbeat thread beats once ``heartbeat_interval_ms`` passed on the
+clock (woken when a ManualClock is advanced) or in real time, whichever comes first: the
+interval is also how soon a member hears of a rebalance, which must not stall on a clock that
+moves only when told. How long ``ensure_active`` may drive a rebalance is the poll's real-time
+deadline.
+
 Thread-safety: the flags and the member identity are shared with the heartbeat thread under a
 lock; everything else runs on the poll thread.
 """
@@ -23,9 +30,11 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
+from logstore.clock import Clock, ClockCondition
 from logstore.coordinator.assignors import COOPERATIVE, PartitionAssignor, Subscription
 from logstore.coordinator.consumer_protocol import (
     decode_assignment,
@@ -91,8 +100,10 @@ class GroupMembership:
         owner: PartitionOwner,
         partition_counts: Callable[[list[str]], dict[str, int]],
         topics: Callable[[], list[str]],
+        clock: Clock,
     ) -> None:
         self._coordinator = coordinator
+        self._clock = clock
         self.options = options
         self._assignors = {a.name: a for a in assignors}
         self._preference = [a.name for a in assignors]
@@ -100,7 +111,9 @@ class GroupMembership:
         self._partition_counts = partition_counts
         self._topics = topics
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set by close(): ends a rebalance wait on the poll thread
+        # The heartbeat thread waits here; close() and ManualClock.advance() notify it.
+        self._beat = ClockCondition(clock)
         self.member_id = ""
         self.generation = -1
         self.owned: set[TopicPartition] = set()
@@ -112,8 +125,8 @@ class GroupMembership:
         self._ask_rebalance = False
         self._lost = False
         self._assigned_counts: dict[str, int] = {}
-        self._last_poll = time.monotonic()
-        self._last_contact = time.monotonic()  # last successful join/sync/heartbeat
+        self._last_poll = clock.monotonic_ms()
+        self._last_contact = clock.monotonic_ms()  # last successful join/sync/heartbeat
         self._closed = False
         self._thread = threading.Thread(
             target=self._heartbeat_loop, name=f"logstore-heartbeat-{options.client_id}", daemon=True
@@ -149,14 +162,15 @@ class GroupMembership:
 
     def polled(self) -> None:
         """Record that the application polled (for max.poll.interval.ms)."""
-        self._last_poll = time.monotonic()
+        self._last_poll = self._clock.monotonic_ms()
 
     def ensure_active(self, deadline: float) -> bool:
         """Drive the rebalance until this member is stable or ``deadline`` (monotonic seconds)
         passes. Returns whether the member is stable (its assignment is current)."""
-        session_s = self.options.session_timeout_ms / 1000.0
+        session_ms = self.options.session_timeout_ms
         while not self._closed:
-            if self._phase == "stable" and time.monotonic() - self._last_contact > session_s:
+            if (self._phase == "stable"
+                    and self._clock.monotonic_ms() - self._last_contact > session_ms):
                 # No word from the group for a whole session (this process was frozen, or the
                 # store unreachable): the group has expired us, so our partitions may already
                 # be another member's. Give them up before fetching anything.
@@ -224,7 +238,7 @@ class GroupMembership:
         except UnknownMemberIdError:
             self._reset_identity()
             return False
-        self._last_contact = time.monotonic()
+        self._last_contact = self._clock.monotonic_ms()
         with self._lock:
             self.member_id = view.member_id
             self._view = view
@@ -257,7 +271,7 @@ class GroupMembership:
             with self._lock:
                 self._lost = bool(self.owned)
             return True
-        self._last_contact = time.monotonic()
+        self._last_contact = self._clock.monotonic_ms()
         if view.assignment is None:
             return False
         self._apply(view)
@@ -319,36 +333,56 @@ class GroupMembership:
     # --- the heartbeat thread ------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        interval = self.options.heartbeat_interval_ms / 1000.0
-        last_ok = time.monotonic()
-        while not self._closed:
-            if self._wake.wait(interval):  # set only by close()
+        clock = self._clock
+        interval_ms = self.options.heartbeat_interval_ms
+        last_ok = last_beat = clock.monotonic_ms()
+        while True:
+            now = self._wait_for_beat(last_beat, interval_ms)
+            if now is None:
                 return
-            now = time.monotonic()
+            # The interval counts from here, before the request: a clock advanced while it
+            # runs has the next beat follow at once.
+            last_beat = now
             with self._lock:
                 stable = self._phase == "stable" and self._rejoin is None and not self._lost
                 member_id, generation = self.member_id, self.generation
-            if now - self._last_poll > self.options.max_poll_interval_ms / 1000.0 and member_id:
+            if now - self._last_poll > self.options.max_poll_interval_ms and member_id:
                 self._leave_for_poll_timeout(member_id)
                 continue
             if not stable:
                 last_ok = now
                 continue
+            # Contact counts from when the request was made (the time the group records for
+            # it), not when it returned: never later than the group believes.
             try:
                 self._coordinator.heartbeat(self.options.group_id, member_id, generation)
-                last_ok = self._last_contact = time.monotonic()
+                last_ok = self._last_contact = now
             except RebalanceInProgressError:
                 self._flag(rejoin="rebalance in progress")
-                last_ok = self._last_contact = time.monotonic()
+                last_ok = self._last_contact = now
             except (UnknownMemberIdError, IllegalGenerationError, FencedInstanceIdError):
                 self._flag(lost=True)
             except LogstoreError:
                 # The coordinator is unreachable: after a whole session timeout the group has
                 # expired this member, so its partitions must be treated as lost.
-                if now - last_ok > self.options.session_timeout_ms / 1000.0:
+                if now - last_ok > self.options.session_timeout_ms:
                     self._flag(lost=True)
                 continue
             self._check_metadata()
+
+    def _wait_for_beat(self, since_ms: float, interval_ms: float) -> float | None:
+        """Wait until ``interval_ms`` passed on the clock since ``since_ms``, or in real time
+        from now (see the module docstring); return the clock's time then, or None once
+        closed."""
+        with self._beat:
+            real_deadline = time.monotonic() + interval_ms / 1000.0
+            while not self._closed:
+                now = self._clock.monotonic_ms()
+                real_left = real_deadline - time.monotonic()
+                if now - since_ms >= interval_ms or real_left <= 0:
+                    return now
+                self._beat.wait(real_left)  # also woken when a ManualClock is advanced
+        return None
 
     def _leave_for_poll_timeout(self, member_id: str) -> None:
         if self.options.group_instance_id is None:
@@ -381,6 +415,8 @@ class GroupMembership:
         """Stop heartbeating; leave the group (dynamic members) so partitions move at once."""
         self._closed = True
         self._wake.set()
+        with self._beat:
+            self._beat.notify_all()
         self._thread.join(timeout=10)
         member_id, _ = self.identity()
         if leave and member_id and self.options.group_instance_id is None:

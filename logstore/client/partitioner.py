@@ -17,8 +17,7 @@ from __future__ import annotations
 import random
 import struct
 import threading
-
-from typing import Callable
+from collections.abc import Callable
 
 from logstore.errors import InvalidArgumentError
 from logstore.records.speedups import murmur2 as _c_murmur2

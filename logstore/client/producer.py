@@ -10,6 +10,18 @@ transaction's records or none. Retriable failures (a database locked by another
 process) are retried with backoff until ``delivery_timeout_ms``; other failures fail the batch.
 Records of one partition are appended in send order.
 
+Recovery (KIP-360): when a partition no longer knows the producer (its topic was deleted and
+re-created, or the producer's state there expired), an idempotent producer bumps its epoch,
+restarts its sequences at 0 and sends the batch again, without duplicates; a transactional one
+fails the batch and the transaction must be aborted (see ``sender``).
+
+Time: ``linger_ms``, ``retry_backoff_ms`` and ``delivery_timeout_ms`` run on the log's clock
+(a ManualClock drives them in tests); the timeouts of ``flush``, ``close`` and
+``max_block_ms`` bound how long a call blocks and are real time.
+
+Lifetime: closing the log closes its producers. A producer dropped without ``close`` still
+sends what it buffered, then its thread ends.
+
 Thread-safe: any number of threads may call ``send``; ``flush`` and ``close`` may be called from
 any thread (but not from a future's callback, which runs on the sender thread).
 """
@@ -18,16 +30,18 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
-from logstore.client.accumulator import RecordAccumulator
 from logstore.client.access import ClientAccess
+from logstore.client.accumulator import RecordAccumulator
 from logstore.client.futures import RecordFuture
-from logstore.clock import SystemClock
 from logstore.client.partitioner import StickyPartitioner, partition_for_key
 from logstore.client.sender import Sender
 from logstore.client.transactions import TransactionManager
+from logstore.clock import SystemClock
 from logstore.errors import (
     IllegalStateError,
     InvalidArgumentError,
@@ -50,6 +64,8 @@ _INT64_MAX = (1 << 63) - 1
 # count (1). send() adds the key and value lengths to it instead of computing exact varints.
 _MAX_RECORD_OVERHEAD = 32
 _time_ns = time.time_ns
+# Real time, not the log's clock: how fresh the cached partition count is, is no semantic of the
+# log (as in TopicCache), and send() reads it once per record, where the clock costs more.
 _monotonic = time.monotonic
 _TOPIC_INFO_MAX_AGE_S = 1.0
 
@@ -93,7 +109,8 @@ class Producer:
         self._partitioner = StickyPartitioner()
         self._topic_info: dict[str, tuple[int, int, float]] = {}
         self._accumulator = RecordAccumulator(
-            batch_size=batch_size, linger_ms=linger_ms, buffer_memory=buffer_memory
+            batch_size=batch_size, linger_ms=linger_ms, buffer_memory=buffer_memory,
+            clock=self._clock,
         )
         self._closed = False
         self._close_lock = threading.Lock()
@@ -101,8 +118,8 @@ class Producer:
             raise InvalidArgumentError("a transactional producer is always idempotent")
         self._sender = Sender(
             self._accumulator, access, compression=self._compression,
-            delivery_timeout_s=delivery_timeout_ms / 1000.0,
-            retry_backoff_s=retry_backoff_ms / 1000.0, name=self.client_id,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            name=self.client_id,
         )
         self._transactions: TransactionManager | None = None
         try:
@@ -115,11 +132,15 @@ class Producer:
                 identity = access.transaction_coordinator.init_producer_id(None, 0)
                 self._sender.set_identity(identity.producer_id, identity.epoch,
                                           transactional=False)
+            access.clients.add_producer(self._sender)
         except BaseException:
             self._closed = True
             self._sender.close(0)
-            self._sender.join()
             raise
+        # Dropped without close(): the sender still sends what it holds, then its thread ends.
+        # The finalizer holds the sender, never this object.
+        self._finalizer = weakref.finalize(self, self._sender.begin_close)
+        self._finalizer.atexit = False
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -268,7 +289,7 @@ class Producer:
         self.commit_transaction()
 
     def _transaction_manager(self) -> TransactionManager:
-        if self._closed:
+        if self._closed or self._sender.closing:
             raise IllegalStateError("the producer is closed")
         if self._transactions is None:
             raise IllegalStateError("this producer has no transactional_id")
@@ -285,6 +306,7 @@ class Producer:
         or failed. Raises LogstoreTimeoutError if the time runs out."""
         self._accumulator.begin_flush()
         try:
+            # Real time: the timeout bounds how long the caller waits, whatever the clock says.
             deadline = None if timeout is None else time.monotonic() + timeout
             for result in self._accumulator.pending_results():
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -294,21 +316,17 @@ class Producer:
             self._accumulator.end_flush()
 
     def close(self, timeout: float | None = None) -> None:
-        """Send what is buffered (waiting up to ``timeout`` seconds; 0 fails it instead) and stop
-        the sender. Idempotent."""
+        """Send what is buffered (waiting up to ``timeout`` seconds of real time; 0 fails it
+        instead; what is still unsent then fails with LogstoreTimeoutError) and stop the
+        sender. Idempotent."""
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
+        self._finalizer.detach()
         if timeout == 0:
-            self._accumulator.close()
-            self._accumulator.abort(IllegalStateError("the producer was closed before sending"))
-        if not self._sender.close(timeout):
-            self._accumulator.abort(
-                LogstoreTimeoutError(f"the producer was closed after waiting {timeout} s")
-            )
-            self._accumulator.wake()
-        self._sender.join()
+            self._sender.abandon(IllegalStateError("the producer was closed before sending"))
+        self._sender.close(timeout)
 
     def __enter__(self) -> Producer:
         return self

@@ -11,7 +11,10 @@ The first send to a partition in a transaction registers the partition with the 
 (AddPartitionsToTxn) before the record is queued. Committing flushes every record of the
 transaction, refuses to commit if any of them failed (the transaction becomes abortable), and
 asks the coordinator to commit; the coordinator bumps the producer epoch at the end of every
-transaction (KIP-890), so the producer takes the identity it returns for the next one.
+transaction (KIP-890), so the producer takes the identity it returns for the next one. A batch
+that a partition refuses because it no longer knows the producer (UnknownProducerIdError: the
+topic was deleted and re-created) fails like any other: the transaction becomes abortable, and
+after ``abort_transaction()`` the next one starts at sequence 0 everywhere (see ``sender``).
 
 Thread-safety: the transactional calls (init/begin/commit/abort/send_offsets) are meant for one
 thread, as in Kafka; ``register`` is called from ``send`` under the manager's lock.
@@ -20,7 +23,7 @@ thread, as in Kafka; ``register`` is called from ``send`` under the manager's lo
 from __future__ import annotations
 
 import threading
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from logstore.backends.group_records import CommittedOffset
 from logstore.client.sender import Sender

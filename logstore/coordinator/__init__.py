@@ -1,1 +1,2 @@
-"""Group and transaction coordinators (not implemented yet: see the consumer-group and exactly-once issues)."""
+"""Group and transaction coordinators (not implemented yet: see the consumer-group and
+exactly-once issues)."""

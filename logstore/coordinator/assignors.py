@@ -18,9 +18,11 @@ rebalance; every member must support the protocol the group chose.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
+from logstore.errors import InvalidArgumentError
 from logstore.types import TopicPartition
 
 EAGER = "eager"
@@ -65,10 +67,9 @@ class PartitionAssignor(Protocol):
 
 # The implementations live in one module each; they import nothing from this module at run
 # time, so importing them here, after the interface, is not circular.
-from logstore.coordinator.range_assignor import RangeAssignor
-from logstore.coordinator.roundrobin_assignor import RoundRobinAssignor
-from logstore.coordinator.sticky_assignor import CooperativeStickyAssignor
-from logstore.errors import InvalidArgumentError
+from logstore.coordinator.range_assignor import RangeAssignor  # noqa: E402 - see above
+from logstore.coordinator.roundrobin_assignor import RoundRobinAssignor  # noqa: E402 - see above
+from logstore.coordinator.sticky_assignor import CooperativeStickyAssignor  # noqa: E402 - see above
 
 ASSIGNORS: dict[str, PartitionAssignor] = {
     assignor.name: assignor

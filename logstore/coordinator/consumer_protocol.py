@@ -18,7 +18,8 @@ need that encoding too.) Decoding treats the bytes as untrusted: anything malfor
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from logstore.coordinator.assignors import Subscription
 from logstore.errors import InconsistentGroupProtocolError

@@ -15,7 +15,8 @@ Stateless apart from its store and clock: thread-safe.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 from logstore.backends.group_records import CommittedOffset, GroupRecord, GroupSnapshot
 from logstore.backends.metadata import MetadataStore

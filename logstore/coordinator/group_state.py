@@ -41,8 +41,8 @@ Rules:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping
 
 from logstore.backends.group_records import (
     COMPLETING_REBALANCE,
@@ -228,7 +228,7 @@ def _select_protocol(members: list[MemberRecord]) -> str:
     if not supported:
         raise InconsistentGroupProtocolError("the members share no partition assignor")
     order = [name for name, _ in members[0].protocols if name in supported]
-    votes = {name: 0 for name in order}
+    votes = dict.fromkeys(order, 0)
     for member in members:
         for name, _ in member.protocols:
             if name in supported:
@@ -286,7 +286,8 @@ def join(
                 f"member {request.member_id} is not in group {group_id!r}: rejoin as a new member"
             )
         raise FencedInstanceIdError(
-            f"instance {request.group_instance_id!r} of group {group_id!r} belongs to another member"
+            f"instance {request.group_instance_id!r} of group {group_id!r} "
+            "belongs to another member"
         )
     if member is None:
         previous = _static_member(work, request.group_instance_id)

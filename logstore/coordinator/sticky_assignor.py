@@ -145,7 +145,7 @@ class _Plan:
         for member_id in members:
             for topic in topics_of[member_id]:
                 self._eligible.setdefault(topic, []).append(member_id)
-        self._load = {m: 0 for m in members}
+        self._load = dict.fromkeys(members, 0)
         self._kept: dict[str, dict[str, set[int]]] = {m: {} for m in members}
         self._placed: dict[str, dict[str, set[int]]] = {m: {} for m in members}
         self._assigned: set[TopicPartition] = set()

@@ -4,7 +4,9 @@ writes the commit/abort markers between them.
 Embedded logstore has no coordinator process: every producer runs these operations itself,
 each database step an atomic read-modify-write of its transactional id in the metadata store
 (SQLite or PostgreSQL), and every process's maintenance runs the recovery
-(:meth:`TransactionCoordinator.abort_timed_out`, :meth:`TransactionCoordinator.complete_pending`).
+(:meth:`TransactionCoordinator.abort_timed_out`, :meth:`TransactionCoordinator.complete_pending`)
+and removes transactional ids unused for ``transactional.id.expiration.ms``
+(:meth:`TransactionCoordinator.expire_transactional_ids`).
 The operations mirror Kafka's APIs (InitProducerId, AddPartitionsToTxn, TxnOffsetCommit,
 EndTxn, ListTransactions, DescribeTransactions), so the Kafka-protocol broker can serve the
 same stored state.
@@ -20,13 +22,14 @@ A crash or a failed ``write_markers`` between 1 and 3 leaves the Prepare state, 
 finishes by repeating 2 and 3: ``write_markers`` must be idempotent. Step 3 is a
 compare-and-swap, so racing finishers complete it once.
 
-Time comes from the injected clock (transaction timeouts). Stateless apart from its store,
-clock and marker writer: thread-safe.
+Time comes from the injected clock (transaction timeouts, expiry). Stateless apart from its
+store, clock, marker writer and settings: thread-safe.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from logstore.backends.group_records import CommittedOffset
 from logstore.backends.metadata import MetadataStore
@@ -43,6 +46,7 @@ from logstore.errors import (
     ConcurrentTransactionsError,
     InvalidArgumentError,
     LogstoreError,
+    StaleVersionError,
     TransactionalIdNotFoundError,
 )
 from logstore.types import TopicPartition
@@ -57,6 +61,8 @@ ABORT) control batch of that producer identity to every partition. Idempotent; r
 # init_producer_id finishes at most this many transactions before it gives up: more means
 # other instances of the same transactional id keep starting new ones.
 _MAX_INIT_ROUNDS = 8
+#: The largest ``transactional_id_expiration_ms`` (Kafka's config is an int32).
+MAX_TRANSACTIONAL_ID_EXPIRATION_MS = (1 << 31) - 1
 
 
 def _raised(result: T | LogstoreError) -> T:
@@ -67,12 +73,33 @@ def _raised(result: T | LogstoreError) -> T:
 
 
 class TransactionCoordinator:
-    """Transaction operations over a metadata store (see the module docstring)."""
+    """Transaction operations over a metadata store (see the module docstring).
 
-    def __init__(self, store: MetadataStore, clock: Clock, write_markers: WriteMarkers) -> None:
+    ``transactional_id_expiration_ms``: how long a transactional id with no transaction in
+    progress may stay unused before :meth:`expire_transactional_ids` removes it (Kafka's
+    ``transactional.id.expiration.ms``, default 7 days). Raises InvalidArgumentError for a
+    value outside 1 to 2**31 - 1.
+    """
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        clock: Clock,
+        write_markers: WriteMarkers,
+        *,
+        transactional_id_expiration_ms: int = txn_state.DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
+    ) -> None:
+        expiration = transactional_id_expiration_ms
+        if isinstance(expiration, bool) or not isinstance(expiration, int) or not (
+            1 <= expiration <= MAX_TRANSACTIONAL_ID_EXPIRATION_MS
+        ):
+            raise InvalidArgumentError(
+                "transactional_id_expiration_ms must be an int of 1 to "
+                f"{MAX_TRANSACTIONAL_ID_EXPIRATION_MS}, got {expiration!r}")
         self._store = store
         self._clock = clock
         self._write_markers = write_markers
+        self.transactional_id_expiration_ms = expiration
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -219,6 +246,32 @@ class TransactionCoordinator:
         if errors:
             raise errors[0]
         return completed
+
+    def expire_transactional_ids(self) -> list[str]:
+        """Remove every transactional id that has no transaction in progress (Empty,
+        CompleteCommit, CompleteAbort) and whose record was not written for
+        ``transactional_id_expiration_ms``; returns the ids this call removed.
+
+        Each removal is a compare-and-swap on the version that was judged expired, under the
+        id's lock, so an id that a producer initialises or uses at the same moment is kept (it
+        is judged again by the next pass), and racing processes remove an id once. A producer
+        that uses a removed id again starts afresh: init_producer_id gives it a new producer
+        id at epoch 0."""
+        expiration_ms = self.transactional_id_expiration_ms
+        now_ms = self._clock.time_ms()
+        removed: list[str] = []
+        for record in self._store.list_transactions(
+            txn_state.EXPIRABLE_STATES, updated_before_ms=now_ms - expiration_ms + 1
+        ):
+            if not txn_state.expired(record, now_ms, expiration_ms):
+                continue
+            try:
+                self._store.delete_transaction(
+                    record.transactional_id, expected_version=record.version)
+            except (StaleVersionError, TransactionalIdNotFoundError):
+                continue  # used (or removed by another process) since it was listed
+            removed.append(record.transactional_id)
+        return removed
 
     # --- administration ----------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ States and transitions::
     Ongoing --timed out / force abort--> PrepareAbort (epoch+1, "timeout") --> CompleteAbort
     Ongoing --init--> PrepareAbort (epoch+1, "init") --> CompleteAbort --> Empty (epoch+1)
     PrepareX --init / complete_pending--> CompleteX (markers written again first)
+    Empty | CompleteCommit | CompleteAbort --unused for transactional.id.expiration.ms-->
+        (none): the row is deleted (:func:`expired`); a later init starts afresh
 
 Rules:
 
@@ -42,12 +44,16 @@ Rules:
   an abort drops them.
 * Completion is a compare-and-swap on (state, identity): of several processes finishing the
   same prepared transaction exactly one completes it; the others find it done.
+* Expiry (Kafka's ``transactional.id.expiration.ms``) removes only an id with no transaction
+  in progress whose record was last written that long ago, and only at the version that was
+  judged (the store's compare-and-swap), so an id a producer uses meanwhile stays. An expired id
+  has no memory of its producer id or epochs: its next init gets a new producer id, epoch 0.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
 
 from logstore.backends.group_records import GROUP_ID_MAX_LENGTH, CommittedOffset, GroupSnapshot
 from logstore.backends.txn_records import (
@@ -84,6 +90,10 @@ from logstore.errors import (
 from logstore.types import TopicPartition
 
 NO_GENERATION = -1
+#: Kafka's ``transactional.id.expiration.ms`` default (7 days).
+DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS = 7 * 24 * 60 * 60 * 1000
+#: States in which a transactional id may expire: no transaction in progress.
+EXPIRABLE_STATES = (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +140,13 @@ def check_timeout(timeout_ms: object) -> int:
             f"got {timeout_ms!r}"
         )
     return timeout_ms
+
+
+def expired(record: TransactionRecord, now_ms: int, expiration_ms: int) -> bool:
+    """True if ``record``'s transactional id may be removed at ``now_ms``: no transaction in
+    progress, and its record not written for ``expiration_ms`` (an init and the first send or
+    offsets of every transaction write it)."""
+    return record.state in EXPIRABLE_STATES and record.update_ms + expiration_ms <= now_ms
 
 
 def check_identity(producer_id: object, epoch: object) -> ProducerIdAndEpoch:
@@ -197,7 +214,8 @@ def _caller(
     """The record and who the caller is to it, or the error for a caller that is not known."""
     if record is None:
         return TransactionalIdNotFoundError(
-            f"transactional id {tid!r} is unknown: call init_producer_id first"
+            f"transactional id {tid!r} is unknown (never initialized, or expired after "
+            "transactional.id.expiration.ms unused): call init_producer_id first"
         )
     identity = ProducerIdAndEpoch(producer_id, epoch)
     if identity == record.identity:

@@ -14,7 +14,8 @@ Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attr
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from logstore.config import TopicConfig
 from logstore.errors import (
@@ -48,7 +49,7 @@ PRODUCER_EXPIRATION_MS = 7 * 24 * 3600 * 1000
 class _Pending:
     """One batch waiting for the group commit."""
 
-    __slots__ = ("data", "header", "control_type", "result", "error", "done")
+    __slots__ = ("control_type", "data", "done", "error", "header", "result")
 
     def __init__(self, data: bytes, header: BatchHeader, control_type: int | None) -> None:
         self.data = data
@@ -138,7 +139,7 @@ class AppendMixin:
         try:
             self._commit_group(group)
             committed = True
-        except BaseException as exc:  # every waiter of this commit gets its failure
+        except BaseException as exc:  # noqa: BLE001 - every waiter of this commit gets its failure
             for pending in group:
                 pending.error = exc
         finally:
@@ -360,9 +361,8 @@ class AppendMixin:
                     return
             segment = Segment.open(self.directory / segment_file_name(base))
             try:
-                with segment.lock:
-                    with segment.read_transaction() as state:
-                        producers = self._surviving_producers(segment)
+                with segment.lock, segment.read_transaction() as state:
+                    producers = self._surviving_producers(segment)
                 if not state.sealed:
                     return
                 successor = state.next_offset
@@ -393,12 +393,11 @@ class AppendMixin:
                 return  # somebody else rolled already
             successor = None
             producers: list[ProducerEntry] = []
-            with writer.lock:
-                with writer.write_transaction() as state:
-                    if not state.sealed and not state.is_empty:
-                        writer.seal(state.log_end_offset)
-                        successor = state.log_end_offset
-                        producers = self._surviving_producers(writer)
+            with writer.lock, writer.write_transaction() as state:
+                if not state.sealed and not state.is_empty:
+                    writer.seal(state.log_end_offset)
+                    successor = state.log_end_offset
+                    producers = self._surviving_producers(writer)
             self._drop_writer(writer)
             if successor is not None:
                 Segment.create(self.directory, successor, created_ms=self._clock.time_ms(),

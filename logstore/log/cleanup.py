@@ -17,8 +17,9 @@ Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from logstore.errors import OffsetOutOfRangeError
 from logstore.log.producer_state import ProducerEntry, apply
@@ -116,7 +117,11 @@ class CleanupMixin:
                 state = self._segment_state(base)
             except FileNotFoundError:
                 continue
-            if not state.sealed or state.next_offset is None or not 0 <= state.next_offset <= log_start:
+            if (
+                not state.sealed
+                or state.next_offset is None
+                or not 0 <= state.next_offset <= log_start
+            ):
                 break
             self._unlink_segment(base)
             deleted += 1

@@ -16,8 +16,8 @@ returns. (SQLite segments store one row per batch, so there is no file position 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from logstore.errors import CorruptRecordError, LogstoreError, OffsetOutOfRangeError
 from logstore.log.partition_log import PartitionLog

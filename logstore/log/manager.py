@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from logstore.clock import Clock
 from logstore.config import TopicConfig
@@ -81,7 +81,9 @@ class LogManager:
                 notifier=self.notifier,
             )
         except FileNotFoundError:
-            raise UnknownTopicOrPartitionError(f"partition {topic}-{partition} was deleted") from None
+            raise UnknownTopicOrPartitionError(
+                f"partition {topic}-{partition} was deleted"
+            ) from None
         if self._remote is not None:
             log.attach_remote(self._remote(topic, topic_id, partition))
         with self._lock:

@@ -39,8 +39,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from logstore.clock import SYSTEM_CLOCK, Clock
 from logstore.config import TopicConfig
@@ -51,7 +51,6 @@ from logstore.log.notify import AppendNotifier
 from logstore.log.partition_state import PartitionLock, PartitionState
 from logstore.log.read import ReadMixin, ReadResult
 from logstore.log.rewrite import RewriteMixin
-from logstore.log.tiering import TieringMixin
 from logstore.log.segment import (
     Segment,
     SegmentState,
@@ -59,6 +58,7 @@ from logstore.log.segment import (
     segment_file_name,
 )
 from logstore.log.sqlite_file import TEMP_MARKER
+from logstore.log.tiering import TieringMixin
 from logstore.types import PartitionDescription
 
 DOORBELL_FILE = ".notify"

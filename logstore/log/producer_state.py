@@ -9,8 +9,12 @@ the segment's write transaction) and when rebuilding the state after a truncatio
 Rules for a batch with producer id >= 0 (``epoch`` and ``base_sequence`` from its header):
 
 * epoch lower than the stored one: the producer was fenced -> ProducerFencedError.
-* epoch higher than the stored one (or no state yet): a new epoch; its first batch must have
-  base sequence 0 (else OutOfOrderSequenceError).
+* no state for the producer id (it never wrote here, its state expired, or the topic was
+  deleted and re-created): the batch must start a sequence, base sequence 0; any other is
+  UnknownProducerIdError (Kafka's UNKNOWN_PRODUCER_ID), which tells the producer to reset its
+  sequences (KIP-360) rather than report a gap it cannot fix.
+* epoch higher than the stored one: a new epoch; its first batch must have base sequence 0
+  (else OutOfOrderSequenceError).
 * same epoch: a batch whose sequences equal one of the last five is a duplicate (the retry of an
   append whose acknowledgement was lost): it is not appended again and its original offsets are
   returned. Otherwise its base sequence must follow the last one (else OutOfOrderSequenceError).
@@ -31,7 +35,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from logstore.errors import OutOfOrderSequenceError, ProducerFencedError
+from logstore.errors import OutOfOrderSequenceError, ProducerFencedError, UnknownProducerIdError
 from logstore.records.header import BatchHeader
 
 MAX_TRACKED_BATCHES = 5
@@ -133,6 +137,10 @@ def apply(
 
     first_sequence = header.base_sequence
     last_sequence = next_sequence(first_sequence, header.last_offset_delta)
+    if current is None and check and first_sequence != 0:
+        raise UnknownProducerIdError(
+            f"producer {producer_id} has no state in this partition (it expired, or the topic "
+            f"was re-created) and epoch {epoch} starts at sequence {first_sequence}, not 0")
     if current is None or epoch > current.epoch:
         if check and first_sequence != 0:
             raise OutOfOrderSequenceError(

@@ -14,8 +14,9 @@ Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attr
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from logstore.errors import (
     LogstoreError,
@@ -29,8 +30,8 @@ from logstore.types import IsolationLevel, OffsetAndTimestamp
 
 if TYPE_CHECKING:
     from logstore.log.partition_log import PartitionLog
-    from logstore.tier.remote_storage import RemoteRead
     from logstore.log.segment import Segment
+    from logstore.tier.remote_storage import RemoteRead
 
 _MAX_RETRIES = 1000
 
@@ -62,9 +63,8 @@ class ReadMixin:
         self._check_generation()
         for _ in range(_MAX_RETRIES):
             base, segment = self._last_segment()
-            with segment.lock:
-                with segment.read_transaction() as state:
-                    unstable = segment.first_unstable_offset()
+            with segment.lock, segment.read_transaction() as state:
+                unstable = segment.first_unstable_offset()
             log_end = state.log_end_offset
             stable = log_end if unstable is None else min(unstable, log_end)
             if not state.sealed:
@@ -80,9 +80,8 @@ class ReadMixin:
     def producer_states(self: PartitionLog) -> dict[int, ProducerEntry]:
         """The state of every producer that wrote to this partition (from the active segment)."""
         _, segment = self._last_segment()
-        with segment.lock:
-            with segment.read_transaction():
-                return segment.producers()
+        with segment.lock, segment.read_transaction():
+            return segment.producers()
 
     def _last_segment(self: PartitionLog) -> tuple[int, Segment]:
         """The base offset and reader of the highest segment (rescanning while files vanish)."""
@@ -143,7 +142,7 @@ class ReadMixin:
         position = offset
         vanished = 0
         remote_reads = 0
-        while position < end and total < max_bytes or (position < end and not batches):
+        while (position < end and total < max_bytes) or (position < end and not batches):
             if position < self.first_local_offset():
                 remote_got = self._read_remote(position, max_bytes - total, end, not batches)
                 remote_reads += 1
@@ -184,11 +183,10 @@ class ReadMixin:
                 if vanished > _MAX_RETRIES:
                     raise StorageError(f"{self}: segment list keeps changing") from None
                 continue
-            with segment.lock:
-                with segment.read_transaction() as state:
-                    got, size, next_position, limited = segment.read_from(
-                        position, max_bytes=max_bytes - total, end_offset=end, first=not batches
-                    )
+            with segment.lock, segment.read_transaction() as state:
+                got, size, next_position, limited = segment.read_from(
+                    position, max_bytes=max_bytes - total, end_offset=end, first=not batches
+                )
             batches.extend(got)
             total += size
             if got:
@@ -253,9 +251,8 @@ class ReadMixin:
                 segment = self._reader(base)
             except FileNotFoundError:
                 return None
-            with segment.lock:
-                with segment.read_transaction():
-                    found.extend(segment.aborted_between(start, end))
+            with segment.lock, segment.read_transaction():
+                found.extend(segment.aborted_between(start, end))
         return sorted(found, key=lambda a: a.first_offset)
 
     def _segment_base_for(self: PartitionLog, offset: int) -> int | None:
@@ -288,9 +285,8 @@ class ReadMixin:
                 segment = self._reader(base)
             except FileNotFoundError:
                 continue
-            with segment.lock:
-                with segment.read_transaction():
-                    found = segment.first_batch_at_or_after_time(timestamp_ms)
+            with segment.lock, segment.read_transaction():
+                found = segment.first_batch_at_or_after_time(timestamp_ms)
             if found is None:
                 continue
             _, records = decode_batch(found[1], verify_crc=False, min_offset=log_start)

@@ -30,9 +30,10 @@ Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attr
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from logstore.errors import InvalidArgumentError, StorageError
 from logstore.log.partition_state import MergeIntent
@@ -342,7 +343,7 @@ def _row(base_offset: int, data: bytes, original: bytes) -> BatchRow:
 
 
 def _same_files(paths: list[Path], inodes: list[int]) -> bool:
-    for path, inode in zip(paths, inodes):
+    for path, inode in zip(paths, inodes, strict=True):
         try:
             if os.stat(path).st_ino != inode:
                 return False

@@ -45,22 +45,22 @@ holds a lock per connection). Several processes may open the same segment.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import apsw
 
 from logstore.errors import StorageError
 from logstore.log.producer_state import AbortedTxn, ProducerEntry
-from logstore.records.header import CONTROL_MASK
 from logstore.log.sqlite_file import (
     BUSY_TIMEOUT_MS,
     create_atomically,
     set_persist_wal,
     translate,
 )
+from logstore.records.header import CONTROL_MASK
 
 APPLICATION_ID = 0x4C475347  # "LGSG": a logstore segment
 FORMAT_VERSION = 2
@@ -486,7 +486,9 @@ class Segment:
         except apsw.Error as exc:
             raise translate(exc, f"reading producer snapshot of {self.path}") from exc
 
-    def save_producers(self, entries: Sequence[ProducerEntry], *, replace_all: bool = False) -> None:
+    def save_producers(
+        self, entries: Sequence[ProducerEntry], *, replace_all: bool = False
+    ) -> None:
         try:
             if replace_all:
                 self._conn.execute("DELETE FROM producers")

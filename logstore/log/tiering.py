@@ -23,10 +23,10 @@ Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from logstore.log.cleanup import expired_prefix
 from logstore.log.producer_state import AbortedTxn

@@ -136,7 +136,7 @@ def _snappy_block(block: Buffer, budget: int, max_bytes: int) -> bytes:
         raise _too_large("snappy", max_bytes)
     try:
         out = _snappy.uncompress(bytes(block))
-    except Exception as exc:  # any failure of the library means the block is corrupt
+    except Exception as exc:  # noqa: BLE001 - any failure of the library means the block is corrupt
         raise CorruptRecordError(f"invalid snappy block: {exc!r}") from None
     if len(out) != declared:
         raise CorruptRecordError("snappy block length does not match its header")
@@ -326,5 +326,5 @@ def decompress(codec: int, data: Buffer, *, max_bytes: int) -> bytes:
         raise
     except MemoryError:
         raise
-    except Exception as exc:  # zlib.error, ZstdError, lz4's RuntimeError, ...
+    except Exception as exc:  # noqa: BLE001 - zlib.error, ZstdError, lz4's RuntimeError, ...
         raise CorruptRecordError(f"invalid {Compression(codec).codec_name} data: {exc!r}") from None

@@ -31,7 +31,8 @@ Field offsets below are computed from the struct formats, never written as liter
 from __future__ import annotations
 
 import struct
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import crc32c as _crc32c
 
@@ -157,8 +158,8 @@ def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHead
     """Parse the header of the batch starting at ``pos`` and check its framing.
 
     Checks that the header is complete, magic is 2, the base offset is not negative,
-    batchLength covers at least the header and the whole batch lies inside ``buf``. Does not check the CRC (see :func:`check_crc`).
-    Raises :class:`CorruptRecordError`.
+    batchLength covers at least the header and the whole batch lies inside ``buf``. Does not
+    check the CRC (see :func:`check_crc`). Raises :class:`CorruptRecordError`.
     """
     available = len(buf) - pos
     if pos < 0 or available < HEADER_SIZE:

@@ -14,8 +14,9 @@ random, mutated and hostile bytes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from logstore.errors import CorruptRecordError, InvalidArgumentError
 from logstore.types import ConsumerRecord

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 from logstore.errors import InvalidArgumentError
 
@@ -179,7 +179,7 @@ class ChunkCache:
         start = chunk[1] * self.chunk_bytes
         try:
             data = load(start, min(start + self.chunk_bytes, size))
-        except BaseException as exc:  # handed to every waiter; a prefetch only logs it
+        except BaseException as exc:  # noqa: BLE001 - for every waiter; a prefetch only logs it
             if background:
                 _log.debug("prefetch of %s chunk %d failed: %s", chunk[0], chunk[1], exc)
             self._settle(chunk, future, error=exc)

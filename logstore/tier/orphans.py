@@ -12,10 +12,10 @@ segments, and total retention moves the log start offset before it deletes anyth
   after a cleaner or a failing tierer had already removed their row: deleted;
 * incomplete (multipart) uploads older than the grace period: aborted.
 
-Debris counts once it is older than the grace period (default one hour), which must exceed the longest upload: a ``copy-started`` row or
-an unlisted object younger than that may belong to an upload in progress. Even if it does
-not, the manifest protects readers: a tierer whose row was removed by the cleaner fails to
-finish its copy (compare-and-swap) and abandons it.
+Debris counts once it is older than the grace period (default one hour), which must exceed
+the longest upload: a ``copy-started`` row or an unlisted object younger than that may belong
+to an upload in progress. Even if it does not, the manifest protects readers: a tierer whose
+row was removed by the cleaner fails to finish its copy (compare-and-swap) and abandons it.
 
 Thread-safety: a pass may run concurrently with tierers, readers and other passes; every step
 is idempotent.

@@ -28,8 +28,8 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from logstore.backends.manifest_records import COPY_FINISHED, DELETE_STARTED, RemoteSegment
@@ -246,17 +246,18 @@ class RemotePartition:
         deleted = deleted_bytes = 0
         for segment in self.storage.metadata.remote_segments(
                 self.topic_id, self.partition, states=[COPY_FINISHED, DELETE_STARTED]):
-            if segment.next_offset <= log_start:
-                if delete_segment(self.storage, segment):
-                    deleted += 1
-                    deleted_bytes += segment.size_bytes
+            if segment.next_offset <= log_start and delete_segment(self.storage, segment):
+                deleted += 1
+                deleted_bytes += segment.size_bytes
         if deleted:
             self.segments(refresh=True)
         return deleted, deleted_bytes
 
     # --- reads -------------------------------------------------------------------------------
 
-    def read(self, offset: int, *, max_bytes: int, end_offset: int, first: bool = True) -> RemoteRead:
+    def read(
+        self, offset: int, *, max_bytes: int, end_offset: int, first: bool = True
+    ) -> RemoteRead:
         """Whole batches from the one containing ``offset``, within one remote segment, up to
         ``max_bytes`` (at least one batch when ``first``), with base offsets below
         ``end_offset``. Raises RemoteStorageError when no live segment holds ``offset`` and

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import pytest
-
 from logstore.backends.sql_metadata import SqlMetadataStore
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -31,7 +31,7 @@ def _race(count: int, action: Callable[[int], T]) -> list[T | BaseException]:
         barrier.wait()
         try:
             results[index] = action(index)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertions
+        except BaseException as exc:
             results[index] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
@@ -144,13 +144,13 @@ def object_store(
         root.mkdir()
         store = LocalObjectStore(root)
     else:
-        s3_options: dict[str, Any] = dict(
-            region=S3_REGION,
-            multipart_threshold_bytes=SMALL_PART_BYTES,
-            part_size_bytes=SMALL_PART_BYTES,
-            list_page_size=SMALL_PAGE,
-            sleep=fake_sleep,
-        )
+        s3_options: dict[str, Any] = {
+            "region": S3_REGION,
+            "multipart_threshold_bytes": SMALL_PART_BYTES,
+            "part_size_bytes": SMALL_PART_BYTES,
+            "list_page_size": SMALL_PAGE,
+            "sleep": fake_sleep,
+        }
         if kind == "s3_http":
             s3_options["endpoint_url"] = request.getfixturevalue("moto_server")
             bucket = request.getfixturevalue("s3_http_bucket")

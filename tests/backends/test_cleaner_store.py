@@ -15,19 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect
-
 from logstore.backends import migrate, sql_metadata
 from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
 from logstore.backends.metadata import MetadataStore
 from logstore.backends.sql_metadata import SqlMetadataStore
+from sqlalchemy import create_engine, inspect, text
+
 from logstore.errors import (
     InvalidArgumentError,
     LeaseLostError,
     StaleVersionError,
     UnknownTopicOrPartitionError,
 )
-
 
 T0 = 1_700_000_000_000
 TTL = 10_000
@@ -268,6 +267,34 @@ def test_a_checkpoint_may_move_backwards(store: SqlMetadataStore) -> None:
     assert store.cleaner_checkpoints(topic_id)[0].offset == 0
 
 
+def test_a_checkpoint_records_the_earliest_delete_horizon(store: SqlMetadataStore) -> None:
+    topic_id = _topic_id(store)
+    lease = _acquire(store, "me", T0)
+
+    written = store.set_cleaner_checkpoint(topic_id, 0, 40, updated_ms=T0, lease=lease,
+                                           delete_horizon_ms=T0 + 86_400_000)
+    store.set_cleaner_checkpoint(topic_id, 1, 7, updated_ms=T0)
+
+    assert written == CleanerCheckpoint(topic_id, 0, 40, T0, T0 + 86_400_000)
+    assert store.cleaner_checkpoints(topic_id) == {
+        0: written, 1: CleanerCheckpoint(topic_id, 1, 7, T0, None)}
+    assert not written.delete_horizon_passed(T0 + 86_399_999)
+    assert written.delete_horizon_passed(T0 + 86_400_000)
+    assert not store.cleaner_checkpoints(topic_id)[1].delete_horizon_passed(1 << 62)
+    # The next cleaning replaces it, with None when it left no tombstone or marker behind.
+    store.set_cleaner_checkpoint(topic_id, 0, 50, updated_ms=T0 + 1, delete_horizon_ms=None)
+    assert store.cleaner_checkpoints(topic_id)[0] == CleanerCheckpoint(topic_id, 0, 50, T0 + 1)
+
+
+@pytest.mark.parametrize("horizon", ["1", 1.5, True, 1 << 63])
+def test_an_invalid_delete_horizon_is_refused(store: SqlMetadataStore, horizon: Any) -> None:
+    topic_id = _topic_id(store)
+
+    with pytest.raises(InvalidArgumentError, match="delete_horizon_ms"):
+        store.set_cleaner_checkpoint(topic_id, 0, 1, updated_ms=T0, delete_horizon_ms=horizon)
+    assert store.cleaner_checkpoints(topic_id) == {}
+
+
 def test_a_checkpoint_needs_an_existing_topic_and_partition(store: SqlMetadataStore) -> None:
     topic_id = _topic_id(store, partitions=2)
 
@@ -469,7 +496,7 @@ def test_threads_racing_for_a_new_lease_leave_exactly_one_winner(
 ) -> None:
     for round_ in range(5):
         name = f"race/{round_}"
-        results = race(8, lambda i: store.acquire_lease(
+        results = race(8, lambda i, name=name: store.acquire_lease(
             name, f"h{i}", now_ms=T0, duration_ms=TTL))
 
         assert not [r for r in results if isinstance(r, BaseException)], results
@@ -486,7 +513,7 @@ def test_threads_racing_to_take_over_an_expired_lease_leave_one_winner(
     _acquire(store, "old", T0)
     for round_ in range(1, 6):
         now = T0 + round_ * TTL  # the previous round's winner has just expired
-        results = race(8, lambda i: store.acquire_lease(
+        results = race(8, lambda i, round_=round_, now=now: store.acquire_lease(
             NAME, f"h{round_}.{i}", now_ms=now, duration_ms=TTL))
 
         assert not [r for r in results if isinstance(r, BaseException)], results
@@ -582,3 +609,50 @@ def test_the_migration_creates_named_constraints(store_url: str) -> None:
         "ck_cleaner_checkpoints_partition_non_negative",
         "ck_cleaner_checkpoints_offset_non_negative",
     }
+
+
+def _columns(engine: Any, table: str) -> list[str]:
+    return [column["name"] for column in inspect(engine).get_columns(table)]
+
+
+def test_migration_0006_keeps_existing_checkpoints_and_downgrades(store_url: str) -> None:
+    from alembic import command
+
+    topic_id = "00000000-0000-4000-8000-000000000001"
+    engine = sql_metadata.create_metadata_engine(store_url)
+    try:
+        with migrate._process_lock, sql_metadata.begin_write(engine) as conn:
+            command.upgrade(migrate._alembic_config(conn), "0005")
+            conn.execute(text(
+                "INSERT INTO topics (name, topic_id, partition_count, configs, version, "
+                "created_ms) VALUES ('t', :id, 2, '{}', 1, :now)"), {"id": topic_id, "now": T0})
+            conn.execute(text(
+                "INSERT INTO cleaner_checkpoints (topic_id, partition, checkpoint_offset, "
+                "updated_ms) VALUES (:id, 1, 42, :now)"), {"id": topic_id, "now": T0})
+        assert "delete_horizon_ms" not in _columns(engine, "cleaner_checkpoints")
+
+        assert migrate.upgrade(store_url) == migrate.UpgradeResult("0005", "0006")
+        assert "delete_horizon_ms" in _columns(engine, "cleaner_checkpoints")
+        assert "ix_transactions_update_ms" in {
+            index["name"] for index in inspect(engine).get_indexes("transactions")}
+        with SqlMetadataStore(store_url) as store:
+            assert store.cleaner_checkpoints(topic_id) == {
+                1: CleanerCheckpoint(topic_id, 1, 42, T0, None)}
+            store.set_cleaner_checkpoint(topic_id, 1, 43, updated_ms=T0, delete_horizon_ms=T0)
+
+        with migrate._process_lock, sql_metadata.begin_write(engine) as conn:
+            command.downgrade(migrate._alembic_config(conn), "0005")
+        assert migrate.current_revision(engine) == "0005"
+        assert "delete_horizon_ms" not in _columns(engine, "cleaner_checkpoints")
+        assert "ix_transactions_update_ms" not in {
+            index["name"] for index in inspect(engine).get_indexes("transactions")}
+        checks = {check["name"] for check in
+                  inspect(engine).get_check_constraints("cleaner_checkpoints")}
+        assert checks == {"ck_cleaner_checkpoints_partition_non_negative",
+                          "ck_cleaner_checkpoints_offset_non_negative"}
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT topic_id, partition, checkpoint_offset FROM cleaner_checkpoints")).all()
+        assert [tuple(row) for row in rows] == [(topic_id, 1, 43)]
+    finally:
+        engine.dispose()

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from logstore.backends.local_store import TMP_PREFIX, LocalObjectStore
 from logstore.backends.object_store import abort_stale_uploads, open_object_store
+
 from logstore.errors import (
     InvalidArgumentError,
     InvalidConfigurationError,

@@ -10,12 +10,11 @@ Times are explicit milliseconds; nothing sleeps.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect
-
 from logstore.backends import migrate, sql_metadata
 from logstore.backends.manifest_records import (
     COPY_FINISHED,
@@ -26,6 +25,8 @@ from logstore.backends.manifest_records import (
 )
 from logstore.backends.metadata import MetadataStore
 from logstore.backends.sql_metadata import SqlMetadataStore
+from sqlalchemy import create_engine, inspect
+
 from logstore.errors import (
     IllegalStateError,
     InvalidArgumentError,
@@ -52,13 +53,15 @@ def make(topic_id: str) -> Make:
 
     def build(base: int = 0, next_offset: int = 100, **fields: Any) -> RemoteSegment:
         segment_id = fields.pop("segment_id", uuid.uuid4().hex)
-        values: dict[str, Any] = dict(
-            segment_id=segment_id, topic_id=topic_id, topic="t", partition=0,
-            base_offset=base, last_offset=next_offset - 1, next_offset=next_offset,
-            object_key=f"topics/t/0000000000/{base:020d}-{next_offset - 1:020d}-{segment_id}.log",
-            size_bytes=1_000, data_bytes=900, max_timestamp=T0, batch_count=4, aborted_count=0,
-            leader_epoch=0, state=COPY_STARTED, created_ms=T0, updated_ms=T0, version=1,
-        )
+        values: dict[str, Any] = {
+            "segment_id": segment_id, "topic_id": topic_id, "topic": "t", "partition": 0,
+            "base_offset": base, "last_offset": next_offset - 1, "next_offset": next_offset,
+            "object_key":
+                f"topics/t/0000000000/{base:020d}-{next_offset - 1:020d}-{segment_id}.log",
+            "size_bytes": 1_000, "data_bytes": 900, "max_timestamp": T0, "batch_count": 4,
+            "aborted_count": 0, "leader_epoch": 0, "state": COPY_STARTED, "created_ms": T0,
+            "updated_ms": T0, "version": 1,
+        }
         values.update(fields)
         return RemoteSegment(**values)
 
@@ -198,7 +201,9 @@ def test_racing_finishers_of_overlapping_copies_leave_exactly_one_live(
         copies = [store.begin_remote_copy(make(start + 10 * i, start + 100 + 10 * i))
                   for i in range(8)]
 
-        results = race(8, lambda i: store.finish_remote_copy(copies[i], updated_ms=T0 + i))
+        results = race(
+            8, lambda i, copies=copies: store.finish_remote_copy(copies[i], updated_ms=T0 + i)
+        )
 
         winners = [r for r in results if isinstance(r, RemoteSegment)]
         losers = [r for r in results if not isinstance(r, RemoteSegment)]
@@ -335,7 +340,7 @@ def test_no_manifest_row_outlives_a_topic_deleted_during_copies(
     for round_ in range(5):
         topic_id = store.create_topic(f"r{round_}", 1, {}, created_ms=T0).topic_id
 
-        def act(i: int) -> object:
+        def act(i: int, round_: int = round_, topic_id: str = topic_id) -> object:
             if i == 0:
                 return store.delete_topic(f"r{round_}")
             return store.begin_remote_copy(
@@ -482,18 +487,17 @@ def test_the_migration_creates_the_table_and_downgrades(store_url: str) -> None:
 
 
 def test_the_check_constraints_hold_without_the_store(store_url: str) -> None:
-    from sqlalchemy import exc, insert
-
     from logstore.backends.schema import remote_segments
+    from sqlalchemy import exc, insert
 
     migrate.upgrade(store_url)
     engine = create_engine(store_url)
-    row = dict(
-        segment_id="s", topic_id="t", topic="t", partition=0, base_offset=0, last_offset=9,
-        next_offset=10, object_key="k", size_bytes=1, data_bytes=1, max_timestamp=0,
-        batch_count=1, aborted_count=0, leader_epoch=0, state=COPY_STARTED, created_ms=0,
-        updated_ms=0, version=1,
-    )
+    row = {
+        "segment_id": "s", "topic_id": "t", "topic": "t", "partition": 0, "base_offset": 0,
+        "last_offset": 9, "next_offset": 10, "object_key": "k", "size_bytes": 1, "data_bytes": 1,
+        "max_timestamp": 0, "batch_count": 1, "aborted_count": 0, "leader_epoch": 0,
+        "state": COPY_STARTED, "created_ms": 0, "updated_ms": 0, "version": 1,
+    }
     try:
         for bad in ({"state": "live"}, {"next_offset": 9}, {"data_bytes": 2}, {"version": 0}):
             with pytest.raises(exc.IntegrityError), engine.begin() as conn:

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from logstore.backends.memory_store import MemoryObjectStore
 from logstore.backends.object_store import (
     MiB,
@@ -15,6 +14,7 @@ from logstore.backends.object_store import (
     abort_stale_uploads,
     open_object_store,
 )
+
 from logstore.clock import ManualClock
 from logstore.errors import (
     InvalidArgumentError,

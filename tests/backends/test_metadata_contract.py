@@ -11,25 +11,21 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from sqlalchemy import create_engine, text
-
 from logstore.backends import migrate, open_metadata_store
 from logstore.backends.metadata import MetadataStore, TopicRecord
 from logstore.backends.sql_metadata import SqlMetadataStore
+from sqlalchemy import create_engine, text
+
 from logstore.errors import (
     MetadataStoreError,
     StaleVersionError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-
-
-
-
 
 # --- create / get / list ---------------------------------------------------------------------
 
@@ -394,7 +390,7 @@ def test_processes_opening_a_fresh_store_together_all_succeed(
         for worker in workers:
             worker.kill()
 
-    for worker, (_, stderr) in zip(workers, outputs):
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr
     reports = [json.loads(stdout) for stdout, _ in outputs]
     assert sorted(report["outcome"] for report in reports) == ["created"] + ["exists"] * (count - 1)

@@ -16,10 +16,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
-
 from logstore.backends import migrate, schema
 from logstore.backends.sql_metadata import SqlMetadataStore
+from sqlalchemy import create_engine, inspect
+
 from logstore.errors import DatabaseLockedError, MetadataStoreError
 
 REPO = Path(__file__).resolve().parents[2]

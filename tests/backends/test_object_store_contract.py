@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from logstore.backends.object_store import ObjectInfo, ObjectStore, abort_stale_uploads
+
 from logstore.errors import (
     InvalidArgumentError,
     LogstoreError,

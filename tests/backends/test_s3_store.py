@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from botocore import exceptions as bce
-
 from logstore.backends.object_store import (
     IncompleteUpload,
     Retrier,
@@ -26,6 +25,7 @@ from logstore.backends.object_store import (
     open_object_store,
 )
 from logstore.backends.s3_store import S3ObjectStore
+
 from logstore.clock import ManualClock
 from logstore.errors import (
     InvalidArgumentError,

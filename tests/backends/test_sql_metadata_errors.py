@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import exc as sa_exc
-
 from logstore.backends import open_metadata_store
 from logstore.backends.sql_metadata import (
     SqlMetadataStore,
@@ -21,6 +19,8 @@ from logstore.backends.sql_metadata import (
     create_metadata_engine,
     translate_error,
 )
+from sqlalchemy import exc as sa_exc
+
 from logstore.errors import (
     DatabaseLockedError,
     IllegalStateError,
@@ -274,9 +274,8 @@ def test_sqlite_write_transactions_take_the_write_lock_at_begin(tmp_path: Path) 
     engine = create_metadata_engine(f"sqlite:///{path}", busy_timeout_ms=0)
     other = sqlite3.connect(path, isolation_level=None, timeout=0)
     try:
-        with begin_write(engine):
-            with pytest.raises(sqlite3.OperationalError, match="locked"):
-                other.execute("BEGIN IMMEDIATE")
+        with begin_write(engine), pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
         with engine.begin():
             other.execute("BEGIN IMMEDIATE")
             other.execute("ROLLBACK")

@@ -8,18 +8,25 @@ import threading
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import create_engine, text
-
 from logstore.backends.group_records import CommittedOffset, GroupRecord, GroupUpdate
 from logstore.backends.sql_metadata import SqlMetadataStore
 from logstore.backends.txn_records import (
     BUMP_END,
+    COMPLETE_COMMIT,
+    EMPTY,
     ONGOING,
     PREPARE_COMMIT,
     TransactionRecord,
     TxnUpdate,
 )
-from logstore.errors import InvalidArgumentError, MetadataStoreError
+from sqlalchemy import create_engine, text
+
+from logstore.errors import (
+    InvalidArgumentError,
+    MetadataStoreError,
+    StaleVersionError,
+    TransactionalIdNotFoundError,
+)
 from logstore.types import TopicPartition
 
 A0, B3 = TopicPartition("a", 0), TopicPartition("b", 3)
@@ -166,3 +173,87 @@ def test_unreadable_rows_are_a_non_retriable_store_error(store: SqlMetadataStore
     with pytest.raises(MetadataStoreError) as info:
         store.read_transaction("tx")
     assert not info.value.retriable
+
+
+# --- expiry: listing by age, and the compare-and-swap delete ----------------------------------
+
+
+def test_list_filters_by_last_update(store: SqlMetadataStore):
+    for tid, state, update_ms in (("a", EMPTY, 10), ("b", COMPLETE_COMMIT, 20),
+                                  ("c", EMPTY, 30), ("d", ONGOING, 5)):
+        _put(store, _record(transactional_id=tid, state=state, update_ms=update_ms))
+    assert [r.transactional_id for r in store.list_transactions(updated_before_ms=30)] == [
+        "a", "b", "d"]
+    assert [r.transactional_id for r in store.list_transactions(
+        [EMPTY, COMPLETE_COMMIT], updated_before_ms=21)] == ["a", "b"]
+    assert store.list_transactions(updated_before_ms=5) == []
+    with pytest.raises(InvalidArgumentError):
+        store.list_transactions(updated_before_ms="30")  # type: ignore[arg-type]
+
+
+def test_delete_removes_the_row_only_at_the_expected_version(store: SqlMetadataStore):
+    _put(store, _record(state=EMPTY))
+    read = store.read_transaction("tx")
+    assert read is not None and read.version == 1
+    _put(store, _record(state=EMPTY, update_ms=99))  # written since it was read: version 2
+    with pytest.raises(StaleVersionError):
+        store.delete_transaction("tx", expected_version=read.version)
+    kept = store.read_transaction("tx")
+    assert kept is not None and (kept.version, kept.update_ms) == (2, 99)
+
+    assert store.delete_transaction("tx", expected_version=2) == kept
+    assert store.read_transaction("tx") is None and store.list_transactions() == []
+    with pytest.raises(TransactionalIdNotFoundError):
+        store.delete_transaction("tx", expected_version=2)
+    # The id can be created again, from scratch.
+    assert _put(store, _record(state=EMPTY)) is None
+    again = store.read_transaction("tx")
+    assert again is not None and again.version == 1
+
+
+@pytest.mark.parametrize(("tid", "version"), [("", 1), ("x" * 256, 1), ("tx", "1"),
+                                              ("tx", True)])
+def test_delete_refuses_bad_arguments(store: SqlMetadataStore, tid, version):
+    _put(store, _record(state=EMPTY))
+    with pytest.raises(InvalidArgumentError):
+        store.delete_transaction(tid, expected_version=version)
+    assert store.read_transaction("tx") is not None
+
+
+def test_a_delete_racing_an_update_of_the_same_id_is_serialized(store: SqlMetadataStore):
+    """The delete takes the id's lock: an update that read the row before the delete either
+    commits first (and the delete then fails its compare-and-swap) or waits and finds no row,
+    never a half of each."""
+    _put(store, _record(state=EMPTY))
+    inside, release = threading.Event(), threading.Event()
+    seen: list[TransactionRecord | None] = []
+
+    def slow(current, _):  # type: ignore[no-untyped-def]
+        seen.append(current)
+        inside.set()
+        release.wait(timeout=30)
+        return TxnUpdate(replace(current, update_ms=current.update_ms + 1)), None
+
+    updater = threading.Thread(target=lambda: store.update_transaction("tx", slow))
+    updater.start()
+    outcome: list[object] = []
+    try:
+        assert inside.wait(timeout=30)
+        deleter = threading.Thread(target=lambda: outcome.append(_delete_or_error(store)))
+        deleter.start()
+        deleter.join(timeout=0.5)
+        assert deleter.is_alive(), "the delete must wait for the id's lock"
+    finally:
+        release.set()
+        updater.join(timeout=30)
+    deleter.join(timeout=30)
+    assert isinstance(outcome[0], StaleVersionError)
+    kept = store.read_transaction("tx")
+    assert kept is not None and (kept.version, kept.update_ms) == (2, 21)
+
+
+def _delete_or_error(store: SqlMetadataStore) -> object:
+    try:
+        return store.delete_transaction("tx", expected_version=1)
+    except StaleVersionError as exc:
+        return exc

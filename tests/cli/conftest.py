@@ -8,15 +8,16 @@ import queue
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO
 
 import pytest
 from click.testing import CliRunner, Result
+from logstore.cli.main import cli
 
 import logstore
 from logstore import ConsumerRecord, TopicPartition
-from logstore.cli.main import cli
 
 LOGSTORE_BIN = Path(sys.executable).parent / "logstore"
 
@@ -106,7 +107,7 @@ def shell(tmp_path: Path) -> Callable[[str], subprocess.CompletedProcess[bytes]]
 
     def sh(command: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(["bash", "-c", command], cwd=tmp_path, env=subprocess_env(),
-                              capture_output=True, timeout=timeout)
+                              capture_output=True, timeout=timeout, check=False)
 
     return sh
 

@@ -9,10 +9,10 @@ import signal
 from pathlib import Path
 
 import pytest
-
-import logstore
 from logstore.cli import output
 from logstore.cli.schedule import parse_interval_s
+
+import logstore
 from logstore.records.builder import encode_batch
 from logstore.records.reader import iter_records
 
@@ -65,9 +65,9 @@ def compacted(api: logstore.Log) -> logstore.Log:
 def rows(stdout: str) -> dict[tuple[str, str], list[str]]:
     """The summary table's rows by (topic, partition); the header is checked."""
     lines = stdout.splitlines()
-    assert lines[0].split() == ["TOPIC", "PARTITION", "STATUS", "DIRTY_RATIO", "BYTES_BEFORE",
-                                "BYTES_AFTER", "RECORDS_REMOVED", "TOMBSTONES_REMOVED",
-                                "CHECKPOINT", "DURATION_MS", "REASON"]
+    assert lines[0].split() == ["TOPIC", "PARTITION", "STATUS", "DUE", "DIRTY_RATIO",
+                                "BYTES_BEFORE", "BYTES_AFTER", "RECORDS_REMOVED",
+                                "TOMBSTONES_REMOVED", "CHECKPOINT", "DURATION_MS", "REASON"]
     return {(cells[0], cells[1]): cells for cells in (line.split() for line in lines[1:])}
 
 
@@ -80,11 +80,11 @@ def test_compact_keeps_the_latest_record_of_each_key(run, compacted) -> None:
     assert result.exit_code == 0, result.stderr
     table = rows(result.stdout)
     assert set(table) == {("c", "0"), ("c", "1")}  # only compacted topics
-    status, ratio, before, after, removed, tombstones, checkpoint = table["c", "0"][2:9]
-    assert (status, ratio, removed, tombstones, checkpoint) == ("cleaned", "1.00", "11", "0",
-                                                               "16")
+    status, due, ratio, before, after, removed, tombstones, checkpoint = table["c", "0"][2:10]
+    assert (status, due, ratio, removed, tombstones, checkpoint) == (
+        "cleaned", "dirty-ratio", "1.00", "11", "0", "16")
     assert int(before) > int(after) > 0
-    assert table["c", "1"][2] == "clean"
+    assert table["c", "1"][2:4] == ["clean", "-"]
     assert result.stderr.startswith("2 partitions (1 cleaned, 1 clean): ")
     assert stored(compacted) == EXPECTED
 
@@ -110,7 +110,7 @@ def test_below_the_dirty_ratio_is_not_due_unless_forced(run, api) -> None:
     assert cells[2] == "not-due" and "min.cleanable.dirty.ratio" in result.stdout
     forced = run("compact", "c", "--force")
     assert forced.exit_code == 0
-    assert [cells[2] for cells in rows(forced.stdout).values()] == ["cleaned"]
+    assert [cells[2:4] for cells in rows(forced.stdout).values()] == [["cleaned", "forced"]]
     assert (10, b"k0", b"v0-2") not in stored(api)
     assert stored(api)[-1] == (16, b"k0", b"new")
 
@@ -122,7 +122,7 @@ def test_dry_run_changes_nothing(run, compacted, data_dir: Path) -> None:
     result = run("compact", "--dry-run")
     assert result.exit_code == 0, result.stderr
     cells = rows(result.stdout)["c", "0"]
-    assert cells[2] == "dry-run" and cells[6] == "11"
+    assert cells[2] == "dry-run" and cells[7] == "11"
     assert "would remove 11 records" in result.stderr
     assert stored(compacted) == before
     assert sorted(p.name for p in (data_dir / "topics").rglob("*.sqlite")) == files
@@ -203,37 +203,42 @@ def test_interval_forms(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "m", "10x", "-5", "0", "0.0", "1 h"])
 def test_bad_intervals(text: str) -> None:
-    with pytest.raises(Exception, match="invalid duration|must be positive"):
+    with pytest.raises(Exception, match=r"invalid duration|must be positive"):
         parse_interval_s(text)
 
 
 # --- topics describe ------------------------------------------------------------------------
 
 
-def test_describe_shows_dirty_ratio_and_checkpoint(run, compacted) -> None:
-    def text_cells() -> list[list[str]]:
-        result = run("topics", "describe", "c")
-        assert result.exit_code == 0, result.stderr
-        lines = result.stdout.splitlines()
-        assert lines[1].split()[-2:] == ["DIRTY_RATIO", "CLEANER_CHECKPOINT"]
-        return [lines[2].split()[-2:], lines[3].split()[-2:]]
+def describe_cells(run, topic: str = "c") -> list[list[str]]:  # type: ignore[no-untyped-def]
+    """The cleaner columns of ``topics describe`` (text), per partition."""
+    result = run("topics", "describe", topic)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[-3:] == ["DIRTY_RATIO", "CLEANER_CHECKPOINT", "CLEANER_DUE"]
+    return [line.split()[-3:] for line in lines[2:] if line and line[0].isdigit()]
 
-    def json_partitions() -> list[tuple[object, object]]:
-        described = json.loads(run("topics", "describe", "c", "--format", "json").stdout)
-        return [(p["dirty_ratio"], p["cleaner_checkpoint"]) for p in described["partitions"]]
 
+def describe_json(run, topic: str = "c") -> list[tuple[object, object, object]]:  # type: ignore[no-untyped-def]
+    described = json.loads(run("topics", "describe", topic, "--format", "json").stdout)
+    return [(p["dirty_ratio"], p["cleaner_checkpoint"], p["cleaner_due"])
+            for p in described["partitions"]]
+
+
+def test_describe_shows_dirty_ratio_checkpoint_and_why_due(run, compacted) -> None:
     # Before: everything dirty, never cleaned; partition 1 is empty.
-    assert text_cells() == [["1.00", "-"], ["0.00", "-"]]
-    assert json_partitions() == [(1.0, None), (0.0, None)]
+    assert describe_cells(run) == [["1.00", "-", "dirty-ratio"], ["0.00", "-", "-"]]
+    assert describe_json(run) == [(1.0, None, "dirty-ratio"), (0.0, None, None)]
     assert run("compact").exit_code == 0
-    assert text_cells() == [["0.00", "16"], ["0.00", "-"]]
-    assert json_partitions() == [(0.0, 16), (0.0, None)]
+    assert describe_cells(run) == [["0.00", "16", "-"], ["0.00", "-", "-"]]
+    assert describe_json(run) == [(0.0, 16, None), (0.0, None, None)]
     # New duplicates in a sealed segment: dirty again, below the checkpoint nothing changed.
     ts = compacted.clock.time_ms()
     compacted.append("c", 0, encode_batch([(ts, b"k0", b"new", ())]))
     compacted.partition_log("c", 0).roll()
-    (ratio, checkpoint), _ = json_partitions()
+    (ratio, checkpoint, due), _ = describe_json(run)
     assert 0.0 < ratio < 1.0 and checkpoint == 16  # type: ignore[operator]
+    assert due == "dirty-ratio"  # min.cleanable.dirty.ratio is 0.01 here
     described = compacted.describe_topic("c").partitions[0]
     assert described.dirty_ratio == ratio and described.cleaner_checkpoint == 16
 
@@ -243,11 +248,34 @@ def test_describe_of_a_topic_that_is_not_compacted(run, api) -> None:
     result = run("topics", "describe", "plain")
     assert result.exit_code == 0
     header = result.stdout.splitlines()[1].split()
-    assert "DIRTY_RATIO" not in header and "CLEANER_CHECKPOINT" not in header
+    assert not {"DIRTY_RATIO", "CLEANER_CHECKPOINT", "CLEANER_DUE"} & set(header)
     (partition,) = json.loads(run("topics", "describe", "plain", "--format", "json")
                               .stdout)["partitions"]
     assert partition["dirty_ratio"] is None and partition["cleaner_checkpoint"] is None
+    assert partition["cleaner_due"] is None
     assert api.describe_topic("plain").partitions[0].dirty_ratio is None
+
+
+def test_a_passed_delete_horizon_makes_compact_remove_the_tombstone(run, api) -> None:
+    # delete.retention.ms=0: the horizon the first cleaning gives the tombstone is "now", so
+    # it has passed by the next run; nothing is written in between.
+    api.create_topic("c", 1, {**COMPACTED, "delete.retention.ms": "0"})
+    fill(api)
+    first = run("compact", "c")
+    assert first.exit_code == 0, first.stderr
+    assert rows(first.stdout)["c", "0"][2:4] == ["cleaned", "dirty-ratio"]
+    assert stored(api) == EXPECTED  # the tombstone of k1 (offset 15) stays until its horizon
+    assert describe_cells(run) == [["0.00", "16", "delete-horizon"]]
+
+    second = run("compact", "c")
+    assert second.exit_code == 0, second.stderr
+    cells = rows(second.stdout)["c", "0"]
+    assert cells[2:4] == ["cleaned", "delete-horizon"] and cells[8] == "1"
+    assert "delete horizon passed" in second.stdout
+    assert stored(api) == EXPECTED[:-1]
+    assert describe_cells(run) == [["0.00", "16", "-"]]
+    third = json.loads(run("compact", "c", "--format", "json").stdout)["partitions"][0]
+    assert (third["status"], third["due"], third["delete_horizon_ms"]) == ("clean", None, None)
 
 
 # --- real processes ---------------------------------------------------------------------------

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
+from logstore.cli.main import cli
 
 import logstore
 from logstore import OffsetAndMetadata, TopicPartition
-from logstore.cli.main import cli
 
 HOUR_MS = 3_600_000
 T0, T1 = TopicPartition("t", 0), TopicPartition("t", 1)
@@ -248,7 +248,7 @@ def test_reset_to_datetime(run, api, produce) -> None:
     now = api.clock.time_ms()
     produce(api, "t", [b"old-%d" % i for i in range(3)], timestamp_ms=now - 3 * HOUR_MS)
     produce(api, "t", [b"new-%d" % i for i in range(2)], timestamp_ms=now)
-    two_hours_ago = datetime.fromtimestamp((now - 2 * HOUR_MS) / 1000, tz=timezone.utc)
+    two_hours_ago = datetime.fromtimestamp((now - 2 * HOUR_MS) / 1000, tz=UTC)
     utc = two_hours_ago.strftime("%Y-%m-%dT%H:%M:%SZ")
     ok(run("groups", "reset-offsets", "g", "--topic", "t", "--to-datetime", utc))
     assert committed(api, "g") == {TopicPartition("t", 0): 3}
@@ -258,7 +258,7 @@ def test_reset_to_datetime(run, api, produce) -> None:
            four_hours_ago.isoformat(timespec="seconds")))
     assert committed(api, "g") == {TopicPartition("t", 0): 0}
     # After the last record: the log end.
-    in_an_hour = datetime.fromtimestamp((now + HOUR_MS) / 1000, tz=timezone.utc)
+    in_an_hour = datetime.fromtimestamp((now + HOUR_MS) / 1000, tz=UTC)
     ok(run("groups", "reset-offsets", "g", "--topic", "t", "--to-datetime",
            in_an_hour.isoformat()))
     assert committed(api, "g") == {TopicPartition("t", 0): 5}

@@ -6,18 +6,18 @@ from pathlib import Path
 
 import click
 import pytest
+from logstore.cli.main import cli
 
 import logstore
-from logstore.cli.main import cli
 
 
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     paths = [prefix]
     for name, command in sorted(group.commands.items()):
         if isinstance(command, click.Group):
-            paths += _command_paths(command, prefix + (name,))
+            paths += _command_paths(command, (*prefix, name))
         else:
-            paths.append(prefix + (name,))
+            paths.append((*prefix, name))
     return paths
 
 
@@ -109,6 +109,40 @@ def test_metadata_url_selects_the_metadata_database(run, tmp_path: Path) -> None
     assert run("topics", "list").stdout.split() == []
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    ("--data-dir", "error: --data-dir must not be empty (use '.' for the current directory)"),
+    ("--metadata-url", "error: --metadata-url must not be empty"),
+    ("--object-store", "error: --object-store must not be empty"),
+])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_path_or_url_is_a_usage_error(tmp_path: Path, monkeypatch, option: str,
+                                                message: str, value: str) -> None:
+    from click.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, [option, value, "topics", "create", "t"])
+    assert result.exit_code == 2
+    assert result.stderr == f"{message} (see 'logstore --help')\n"
+    assert list(tmp_path.iterdir()) == []  # nothing created in the current directory
+
+
+@pytest.mark.parametrize("variable", ["LOGSTORE_DATA_DIR", "LOGSTORE_METADATA_URL",
+                                      "LOGSTORE_OBJECT_STORE"])
+def test_an_empty_environment_variable_is_unset(tmp_path: Path, monkeypatch,
+                                                 variable: str) -> None:
+    from click.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["topics", "create", "t"], env={variable: ""})
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "logstore-data" / "topics" / "t").is_dir()  # the default
+    blank = runner.invoke(cli, ["topics", "list"], env={variable: " "})
+    assert blank.exit_code == 2
+    assert blank.stderr == (f"error: {variable} is blank (unset it for the default) "
+                            "(see 'logstore --help')\n")
+
+
 def test_commands_that_need_no_log_do_not_open_one(run, data_dir: Path) -> None:
     assert run("topics", "--help").exit_code == 0
     assert not data_dir.exists()
@@ -141,6 +175,14 @@ def test_real_process_user_error_is_one_line(shell) -> None:
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert "Traceback" not in result.stderr.decode()
+
+
+def test_real_process_refuses_an_empty_data_dir(shell, tmp_path: Path) -> None:
+    result = shell("logstore --data-dir '' topics create t")
+    assert result.returncode == 2
+    assert result.stderr == (b"error: --data-dir must not be empty (use '.' for the current "
+                             b"directory) (see 'logstore --help')\n")
+    assert list(tmp_path.iterdir()) == []  # the current directory was not used
 
 
 def test_closed_pipe_exits_quietly(shell, tmp_path: Path, produce) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from logstore.cli.output import (
     CliError,
     format_seconds,
@@ -19,6 +18,7 @@ from logstore.cli.output import (
     record_json,
     table,
 )
+
 from logstore.types import ConsumerRecord
 
 NOW_MS = 1_700_000_000_000
@@ -84,7 +84,7 @@ def test_record_json_base64_marks_only_what_is_not_utf8() -> None:
 def test_formatting() -> None:
     assert iso_ms(0) == "1970-01-01T00:00:00.000Z"
     assert datetime.fromisoformat(iso_ms(NOW_MS + 5)) == datetime.fromtimestamp(
-        (NOW_MS + 5) / 1000, tz=timezone.utc)
+        (NOW_MS + 5) / 1000, tz=UTC)
     assert format_seconds(0.25) == "250 ms"
     assert format_seconds(1.5) == "1.50 s"
     assert format_seconds(125) == "2 min 5 s"

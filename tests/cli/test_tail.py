@@ -7,7 +7,7 @@ import queue
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -122,19 +122,45 @@ def test_since_duration(run, aged: int) -> None:
 
 
 def test_since_iso_time(run, aged: int) -> None:
-    two_hours_ago = datetime.fromtimestamp((aged - 2 * HOUR_MS) / 1000, tz=timezone.utc)
+    two_hours_ago = datetime.fromtimestamp((aged - 2 * HOUR_MS) / 1000, tz=UTC)
     utc = two_hours_ago.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert values(run("tail", "t", "--since", utc)) == ["new-0", "new-1"]
     local = two_hours_ago.astimezone().replace(tzinfo=None).isoformat()
     assert values(run("tail", "t", "--since", local)) == ["new-0", "new-1"]
 
 
-@pytest.mark.parametrize("since", ["yesterday", "10", "5x", "2024-13-45"])
+@pytest.mark.parametrize("since", [
+    "yesterday", "10", "5x", "2024-13-45", "2024-02-30", "0000-01-01", "10000-01-01", "",
+    "1" * 5000 + "s", "99999999999999999999w",
+])
 def test_bad_since(run, numbered, since: str) -> None:
     result = run("tail", "t", "--since", since)
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: invalid")
+
+
+@pytest.mark.parametrize("since", [
+    "0001-01-01", "0001-01-01T00:00:00", "0001-01-01T00:00:00+14:00", "1970-01-01T00:00:00Z",
+    "100000w",
+])
+def test_since_the_far_past_prints_from_the_beginning(run, aged: int, since: str) -> None:
+    assert values(run("tail", "t", "--since", since)) == ["old-0", "old-1", "old-2", "new-0",
+                                                         "new-1"]
+
+
+@pytest.mark.parametrize("since", ["9999-12-31", "9999-12-31T23:59:59.999999-23:59"])
+def test_since_the_far_future_prints_nothing(run, aged: int, since: str) -> None:
+    assert values(run("tail", "t", "--since", since)) == []
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati", "America/New_York"])
+def test_since_year_one_in_a_real_process(tmp_path: Path, produce, shell, zone: str) -> None:
+    with logstore.open(tmp_path / "logstore-data", maintenance_interval_ms=None) as log:
+        log.create_topic("t")
+        produce(log, "t", [b"a", b"b"])
+    result = shell(f"TZ={zone} logstore tail t --since 0001-01-01")
+    assert (result.returncode, result.stderr, result.stdout) == (0, b"", b"a\nb\n")
 
 
 def test_print_key(run, api, produce) -> None:
@@ -161,6 +187,14 @@ def test_json_lines(run, api) -> None:
     }
     assert tombstone["key"] == "k" and tombstone["value"] is None
     assert tombstone["offset"] == 1 and tombstone["headers"] == []
+
+
+def test_json_lines_of_timestamps_beyond_year_9999(run, api, produce) -> None:
+    api.create_topic("t")
+    produce(api, "t", [b"late"], timestamp_ms=2**63 - 1)
+    (line,) = values(run("tail", "t", "--format", "json"))
+    record = json.loads(line)
+    assert record["timestamp"] == 2**63 - 1 and record["timestamp_iso"] is None
 
 
 def test_follow_stops_at_max_messages(run, numbered) -> None:

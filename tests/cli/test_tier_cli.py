@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from logstore.cli import output
 
 import logstore
-from logstore.cli import output
 from logstore.records.builder import encode_batch
 
 Shell = Callable[..., subprocess.CompletedProcess[bytes]]
@@ -274,8 +274,8 @@ def test_a_failed_partition_is_reported_and_exits_1(shell: Shell, store: str,
     assert row[:6] == ["t", "0", "failed", "0", "0", "0"]
     assert "clashes" in row[6]
     err = failed.stderr.decode().splitlines()
-    assert err == ["1 partition (1 failed): copied 0 segments (0 bytes), deleted 0 local "
-                   f"segments in {err[0].rsplit(' in ', 1)[1]}",
+    assert err == [("1 partition (1 failed): copied 0 segments (0 bytes), deleted 0 local "
+                   f"segments in {err[0].rsplit(' in ', 1)[1]}"),
                    "error: 1 partition failed to tier (see ERROR; the next run retries)"]
     # Nothing was lost locally, and once the store is fixed the next run tiers it all.
     (bucket / "topics" / "t").unlink()

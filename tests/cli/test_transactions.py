@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import logstore
+from logstore.clock import ManualClock
 from logstore.types import OffsetAndMetadata, TopicPartition
 
 
@@ -55,3 +57,23 @@ def test_unknown_transactional_id_is_one_error_line(run, api) -> None:
     result = run("transactions", "describe", "nope")
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: ")
+
+
+def test_list_does_not_show_ids_expired_after_seven_days_unused(run, api, data_dir) -> None:
+    api.create_topic("t", partitions=1)
+    eight_days_ago = ManualClock(start_ms=int(time.time() * 1000) - 8 * 24 * 3_600_000)
+    with logstore.open(data_dir, clock=eight_days_ago, maintenance_interval_ms=None) as old:
+        producer = old.producer(transactional_id="gone", linger_ms=0)
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send("t", value=b"old", partition=0)
+        producer.commit_transaction()
+    with api.producer(transactional_id="recent", linger_ms=0) as producer:
+        producer.init_transactions()
+    assert {d.transactional_id for d in api.list_transactions()} == {"gone", "recent"}
+
+    listed = run("transactions", "list")
+    assert listed.exit_code == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["recent"]
+    assert [d.transactional_id for d in api.list_transactions()] == ["recent"]
+    assert run("transactions", "describe", "gone").exit_code == 1

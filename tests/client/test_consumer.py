@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import logstore
 from logstore.errors import (
     IllegalStateError,
     InvalidArgumentError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,8 @@ def test_explicit_partition_wins_over_the_key(log):
     with log.producer(linger_ms=0) as producer:
         key = b"k"
         other = (partition_for_key(key, 3) + 1) % 3
-        assert producer.send("t", value=b"v", key=key, partition=other).result(10).partition == other
+        future = producer.send("t", value=b"v", key=key, partition=other)
+        assert future.result(10).partition == other
 
 
 def test_keyless_records_stick_to_a_partition_per_batch(log):
@@ -57,7 +59,7 @@ def test_keyless_records_stick_to_a_partition_per_batch(log):
         futures = [producer.send("t", value=b"x" * 100) for _ in range(200)]
         producer.flush()
     partitions = [f.result(10).partition for f in futures]
-    runs = sum(1 for a, b in zip(partitions, partitions[1:]) if a != b)
+    runs = sum(1 for a, b in pairwise(partitions) if a != b)
     assert 1 <= runs < 40, "sticky: a partition is kept for a whole batch, then changed"
     assert len(set(partitions)) > 1
 
@@ -103,7 +105,7 @@ def test_every_compression_type_round_trips(log, codec):
 def test_batch_size_bounds_batches(log):
     log.create_topic("t")
     with log.producer(linger_ms=60_000, batch_size=1000) as producer:
-        for i in range(100):
+        for _i in range(100):
             producer.send("t", value=b"x" * 50, partition=0)
     batches = list(iter_headers(log.fetch("t", 0, 0, max_bytes=1 << 24).records))
     assert len(batches) > 5
@@ -167,10 +169,12 @@ def test_close_with_zero_timeout_fails_what_was_not_sent(log):
 
 def test_a_full_buffer_blocks_then_fails(log):
     log.create_topic("t")
-    with log.producer(linger_ms=600_000, buffer_memory=2000, max_block_ms=50) as producer:
-        with pytest.raises(BufferExhaustedError):
-            for _ in range(100):
-                producer.send("t", value=b"x" * 100)
+    with (
+        log.producer(linger_ms=600_000, buffer_memory=2000, max_block_ms=50) as producer,
+        pytest.raises(BufferExhaustedError),
+    ):
+        for _ in range(100):
+            producer.send("t", value=b"x" * 100)
 
 
 def test_callbacks_run_once_acknowledged(log):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -65,10 +65,9 @@ def test_the_context_manager_commits_or_aborts(txn_log):
     producer.init_transactions()
     with producer.transaction():
         producer.send("t", value=b"kept", partition=0)
-    with pytest.raises(RuntimeError):
-        with producer.transaction():
-            producer.send("t", value=b"dropped", partition=0).result(10)
-            raise RuntimeError("the application failed")
+    with pytest.raises(RuntimeError), producer.transaction():
+        producer.send("t", value=b"dropped", partition=0).result(10)
+        raise RuntimeError("the application failed")
     with producer.transaction():
         producer.send("t", value=b"kept too", partition=0)
     assert committed_values(txn_log) == [b"kept", b"kept too"]

@@ -4,9 +4,9 @@ keeps test modules from importing each other, so helpers travel as a fixture).""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterable, Iterator
 
 import pytest
 

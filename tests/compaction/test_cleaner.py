@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from logstore.backends.cleaner_records import Lease
-from logstore.compaction import CompactionStatus
+from logstore.compaction import CompactionStatus, DueReason
 from logstore.compaction.job import lease_name
+
 from logstore.errors import InvalidArgumentError, InvalidRecordError, UnknownTopicOrPartitionError
 from logstore.records.builder import encode_batch
 from logstore.records.compression import Compression
@@ -49,7 +49,7 @@ def test_the_active_segment_is_never_cleaned(clog, kit):
     kit.write(clog, keyed(30, 3)[20:])  # stays in the active segment
     only(clog.compact())
     offsets = [offset for offset, _, _ in kit.stored(clog)]
-    assert offsets == [17, 18, 19] + list(range(20, 30))
+    assert offsets == [17, 18, 19, *list(range(20, 30))]
 
 
 def test_a_second_run_finds_nothing_due_and_changes_nothing(clog, kit):
@@ -283,3 +283,81 @@ def test_a_long_run_renews_its_lease_so_nobody_takes_the_partition_over(clog, ki
     assert takeovers == [None] * len(takeovers)
     assert result.status is CompactionStatus.CLEANED
     assert [v for _, _, v in kit.stored(clog)] == [b"s11-0", b"s11-1", b"s11-2"]
+
+
+# --- cleaning scheduled by a passed delete horizon ------------------------------------------
+
+
+def test_expired_tombstones_go_without_force_once_their_delete_horizon_passes(clog, kit, clock):
+    clog.alter_topic_config("c", {"delete.retention.ms": "60000"})
+    kit.write(clog, [(b"a", b"1"), (b"b", b"1"), (b"a", None), (b"c", b"1"), (b"d", b"1"),
+                     (b"d", None)])
+    kit.write(clog, [(b"e", b"1")])
+    kit.roll(clog)
+    first = only(clog.compact())
+    horizon = clock.time_ms() + 60_000
+    assert (first.status, first.due) == (CompactionStatus.CLEANED, DueReason.DIRTY_RATIO)
+    assert first.delete_horizon_ms == horizon
+    topic_id = clog.describe_topic("c").topic_id
+    assert clog.metadata.cleaner_checkpoints(topic_id)[0].delete_horizon_ms == horizon
+    with_tombstones = kit.stored(clog)
+    assert (2, b"a", None) in with_tombstones and (5, b"d", None) in with_tombstones
+
+    # Nothing is written to the topic any more: before the horizon nothing is due.
+    clock.advance(59_999)
+    waiting = only(clog.compact())
+    assert (waiting.status, waiting.due) == (CompactionStatus.CLEAN, None)
+    assert "delete horizon passes in 1 ms" in waiting.reason
+    assert kit.stored(clog) == with_tombstones
+
+    clock.advance(1)
+    done = only(clog.compact())
+    assert (done.status, done.due) == (CompactionStatus.CLEANED, DueReason.DELETE_HORIZON)
+    assert done.reason.startswith("delete horizon passed")
+    assert done.tombstones_removed == 2
+    assert kit.stored(clog) == [(1, b"b", b"1"), (3, b"c", b"1"), (6, b"e", b"1")]
+    # No tombstone is left, so no horizon is recorded and nothing is due again.
+    assert done.delete_horizon_ms is None
+    assert clog.metadata.cleaner_checkpoints(topic_id)[0].delete_horizon_ms is None
+    clock.advance(10 * 60_000)
+    assert only(clog.compact()).status is CompactionStatus.CLEAN
+
+
+def test_the_earliest_of_several_delete_horizons_is_recorded(clog, kit, clock):
+    clog.alter_topic_config("c", {"delete.retention.ms": "60000"})
+    kit.write(clog, [(b"a", b"1"), (b"a", None), (b"x", b"1")])
+    kit.roll(clog)
+    first_horizon = clock.time_ms() + 60_000
+    clog.compact()
+    clock.advance(30_000)
+    kit.write(clog, [(b"b", b"1"), (b"b", None), (b"y", b"1")])
+    kit.roll(clog)
+    second_horizon = clock.time_ms() + 60_000
+    assert only(clog.compact()).delete_horizon_ms == first_horizon
+
+    clock.advance(30_000)  # the first horizon passed, the second not yet
+    result = only(clog.compact())
+    assert (result.due, result.tombstones_removed) == (DueReason.DELETE_HORIZON, 1)
+    assert result.delete_horizon_ms == second_horizon
+    assert [(k, v) for _, k, v in kit.stored(clog)] == [
+        (b"x", b"1"), (b"b", None), (b"y", b"1")]
+    clock.advance(30_000)
+    result = only(clog.compact())
+    assert (result.due, result.tombstones_removed) == (DueReason.DELETE_HORIZON, 1)
+    assert [(k, v) for _, k, v in kit.stored(clog)] == [(b"x", b"1"), (b"y", b"1")]
+
+
+def test_a_dry_run_reports_the_delete_horizon_reason_and_records_nothing(clog, kit, clock):
+    clog.alter_topic_config("c", {"delete.retention.ms": "1000"})
+    kit.write(clog, [(b"a", b"1"), (b"a", None), (b"x", b"1")])
+    kit.roll(clog)
+    clog.compact()
+    topic_id = clog.describe_topic("c").topic_id
+    recorded = clog.metadata.cleaner_checkpoints(topic_id)
+    clock.advance(1000)
+    dry = only(clog.compact(dry_run=True))
+    assert (dry.status, dry.due, dry.tombstones_removed) == (
+        CompactionStatus.DRY_RUN, DueReason.DELETE_HORIZON, 1)
+    assert dry.to_dict()["due"] == "delete-horizon"
+    assert clog.metadata.cleaner_checkpoints(topic_id) == recorded
+    assert (1, b"a", None) in kit.stored(clog)

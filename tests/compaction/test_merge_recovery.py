@@ -5,6 +5,7 @@ here each one is hit on purpose."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_death_after_the_commit_and_before_the_unlinks(clog, kit, monkeypatch):
     try:
         assert len(files(log)) < len(segments_before)
         layout = log.partition_log("c", 0).layout()
-        for segment, following in zip(layout.segments, layout.segments[1:]):
+        for segment, following in pairwise(layout.segments):
             assert segment.next_offset == following.base_offset
         assert kit.latest(kit.stored(log)) == kit.latest(before)
         assert log.compact(force=True).partitions[0].status.value == "cleaned"

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from logstore.compaction import offset_map
 from logstore.compaction.offset_map import (
     MAX_MEMORY_BYTES,
@@ -29,6 +28,7 @@ from logstore.compaction.offset_map import (
     PyOffsetMap,
     new_offset_map,
 )
+
 from logstore.errors import InvalidArgumentError
 
 MakeMap = Callable[..., OffsetMap]

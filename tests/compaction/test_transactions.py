@@ -4,6 +4,8 @@ last batch of every producer stays (empty if need be) so idempotence survives.""
 
 from __future__ import annotations
 
+from logstore.compaction import CompactionStatus, DueReason
+
 import logstore
 from logstore.records.builder import encode_batch
 from logstore.types import TopicPartition
@@ -123,3 +125,45 @@ def test_the_last_batch_of_an_idempotent_producer_is_kept_empty(clog, kit, tmp_p
         assert reopened.partition_log("c", 0).log_end_offset() == 6
     finally:
         reopened.close()
+
+
+def test_markers_go_without_force_once_their_delete_horizon_passes(clog, kit, clock):
+    clog.alter_topic_config("c", {"delete.retention.ms": "1000"})
+    run_transaction(clog, "t1", [(b"a", b"1")], commit=True)
+    run_transaction(clog, "t2", [(b"a", b"aborted")], commit=False)
+    run_transaction(clog, "t3", [(b"a", b"2")], commit=True)
+    kit.write(clog, [(b"z", b"plain")])
+    kit.roll(clog)
+    first = clog.compact().partitions[0]
+    assert first.delete_horizon_ms == clock.time_ms() + 1000
+    clock.advance(999)
+    assert clog.compact().partitions[0].status is CompactionStatus.CLEAN
+    assert len([h for h, _ in kit.batches(clog) if h.is_control]) == 3
+    clock.advance(1)
+    result = clog.compact().partitions[0]
+    assert (result.status, result.due) == (CompactionStatus.CLEANED, DueReason.DELETE_HORIZON)
+    assert result.markers_removed == 2
+    # t3's marker stays while its transaction has data (a=2): it is no reason to clean again.
+    assert result.delete_horizon_ms is None
+    clock.advance(60_000)
+    assert clog.compact().partitions[0].status is CompactionStatus.CLEAN
+    assert [(k, v) for _, k, v in committed_view(clog)] == [(b"a", b"2"), (b"z", b"plain")]
+
+
+def test_a_marker_kept_as_the_end_of_the_range_does_not_reschedule_cleaning(clog, kit, clock):
+    clog.alter_topic_config("c", {"delete.retention.ms": "1000"})
+    run_transaction(clog, "t1", [(b"a", b"1")], commit=True)
+    run_transaction(clog, "t2", [(b"a", b"aborted")], commit=False)  # its marker ends the range
+    kit.roll(clog)
+    clog.compact()
+    clock.advance(1000)
+    result = clog.compact().partitions[0]
+    assert (result.status, result.due) == (CompactionStatus.CLEANED, DueReason.DELETE_HORIZON)
+    # t1's marker stays for its data (a=1); t2's, with nothing left, because it ends the range.
+    first, last = [h for h, _ in kit.batches(clog) if h.is_control]
+    assert not first.has_delete_horizon and last.has_delete_horizon
+    assert last.last_offset == clog.partition_log("c", 0).log_end_offset() - 1
+    # Its horizon has passed but cleaning cannot remove it: it must not make the partition due.
+    assert result.delete_horizon_ms is None
+    clock.advance(1000)
+    assert clog.compact().partitions[0].status is CompactionStatus.CLEAN

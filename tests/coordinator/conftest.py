@@ -147,7 +147,8 @@ def rebalance(
     owned: Mapping[str, list[TopicPartition]],
     generation: int,
 ) -> tuple[Subscriptions, Assignment]:
-    """One rebalance round: every member reports what it owns (its last result) in ``generation``."""
+    """One rebalance round: every member reports what it owns (its last result) in
+    ``generation``."""
     subs = {
         m: Subscription(
             topics=topics_of[m], owned_partitions=tuple(owned.get(m, ())), generation=generation
@@ -169,6 +170,6 @@ def min_sum_of_squares(counts: Counts, subs: Subscriptions) -> int:
     def best(k: int, loads: tuple[int, ...]) -> int:
         if k == len(choices):
             return sum(x * x for x in loads)
-        return min(best(k + 1, loads[:i] + (loads[i] + 1,) + loads[i + 1 :]) for i in choices[k])
+        return min(best(k + 1, (*loads[:i], loads[i] + 1, *loads[i + 1:])) for i in choices[k])
 
     return best(0, (0,) * len(members))

@@ -231,7 +231,8 @@ def test_assignments_do_not_depend_on_hash_seed(tmp_path: Path) -> None:
         "    subs = {f'm{j}': S(tuple(rnd.sample(sorted(topics), 3)),\n"
         "        tuple(TP(f't{rnd.randint(0, 4)}', rnd.randint(0, 9)) for _ in range(4)),\n"
         "        rnd.randint(0, 2)) for j in range(rnd.randint(1, 7))}\n"
-        "    out.append({n: {m: [list(tp) for tp in p] for m, p in a.assign(topics, subs).items()}\n"
+        "    out.append({n: {m: [list(tp) for tp in p]\n"
+        "                     for m, p in a.assign(topics, subs).items()}\n"
         "        for n, a in ASSIGNORS.items()})\n"
         "print(json.dumps(out))\n"
     )
@@ -285,7 +286,7 @@ def test_sticky_join_moves_exactly_the_new_members_share() -> None:
 
 def test_sticky_leave_keeps_everybody_elses_partitions() -> None:
     counts = {"t": 6}
-    _, start = rebalance(STICKY, counts, {m: ("t",) for m in "abc"}, {}, 1)
+    _, start = rebalance(STICKY, counts, dict.fromkeys("abc", ("t",)), {}, 1)
     _, after = rebalance(STICKY, counts, {"a": ("t",), "b": ("t",)}, start, 2)
     assert set(start["a"]) < set(after["a"]) and set(start["b"]) < set(after["b"])
     assert sorted(map(len, after.values())) == [3, 3]
@@ -418,7 +419,7 @@ def test_sticky_membership_change_moves_the_minimum(group, joiners, leavers) -> 
     topics = next(iter(subs.values())).topics
     _, start = rebalance(STICKY, counts, _topics_of(subs), {}, 1)
     stay = sorted(subs)[: max(1, len(subs) - leavers)]
-    topics_of = {m: topics for m in stay} | {f"new{i}": topics for i in range(joiners)}
+    topics_of = dict.fromkeys(stay, topics) | {f"new{i}": topics for i in range(joiners)}
     subs1, first = rebalance(STICKY, counts, topics_of, {m: start[m] for m in stay}, 2)
     check_no_double_owner(subs1, first)
     revoked = sum(len(set(start[m]) - set(first[m])) for m in stay)

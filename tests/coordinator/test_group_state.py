@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
 from logstore.backends.group_records import (
     COMPLETING_REBALANCE,
     EMPTY,
@@ -15,6 +14,7 @@ from logstore.backends.group_records import (
     GroupSnapshot,
     GroupUpdate,
 )
+
 from logstore.coordinator import group_state as gs
 from logstore.errors import (
     GroupIdNotFoundError,

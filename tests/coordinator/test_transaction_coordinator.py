@@ -7,12 +7,11 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
-
 from logstore.backends import sql_transactions
 from logstore.backends.group_records import CommittedOffset
 from logstore.backends.sql_metadata import SqlMetadataStore
@@ -28,6 +27,7 @@ from logstore.backends.txn_records import (
     ProducerIdAndEpoch,
     TxnUpdate,
 )
+
 from logstore.clock import ManualClock
 from logstore.coordinator.group_coordinator import GroupCoordinator
 from logstore.coordinator.group_state import JoinRequest

@@ -6,7 +6,6 @@ import itertools
 from dataclasses import replace
 
 import pytest
-
 from logstore.backends.group_records import (
     CommittedOffset,
     GroupRecord,
@@ -29,6 +28,7 @@ from logstore.backends.txn_records import (
     TransactionRecord,
     TxnUpdate,
 )
+
 from logstore.coordinator import txn_state as ts
 from logstore.errors import (
     CommitFailedError,

@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from logstore.compaction import CompactionStatus
 
 import logstore
 from logstore.clock import ManualClock
-from logstore.compaction import CompactionStatus
 from logstore.records.builder import encode_batch
 from logstore.records.reader import iter_records
 
@@ -59,7 +60,7 @@ def check_log(log: logstore.Log, written: list[tuple[bytes, bytes | None]]) -> N
     assert all(written[o] == (k, v) for o, k, v in records)
     assert latest(records) == latest((i, k, v) for i, (k, v) in enumerate(written))
     segments = log.partition_log("c", 0).layout().segments
-    for segment, following in zip(segments, segments[1:]):
+    for segment, following in pairwise(segments):
         assert segment.next_offset == following.base_offset, segments
 
 

@@ -93,7 +93,7 @@ def test_a_copier_killed_at_random_points_copies_every_record_exactly_once(
         proc.stderr.close()  # type: ignore[union-attr]
         kills += 1
     final = copier(tmp_path, metadata_url, "--exit-when-idle")
-    out, err = final.communicate(timeout=300)
+    _out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
 
     with logstore.open(tmp_path / "data", metadata_url=metadata_url,

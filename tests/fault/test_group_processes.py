@@ -15,9 +15,10 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -53,7 +54,7 @@ class Member:
     def partitions_now(self) -> set[int]:
         owned: set[int] = set()
         for line in list(self.lines):
-            kind, _, *rest = line.split(" ") + [""]
+            kind, _, *rest = [*line.split(" "), ""]
             if kind in ("A", "V", "L"):
                 parts = {int(p) for p in rest[0].split(",") if p not in ("", "-")}
                 owned = owned | parts if kind == "A" else owned - parts
@@ -117,7 +118,9 @@ def open_log(tmp_path: Path, metadata_url: str | None) -> logstore.Log:
                          maintenance_interval_ms=None)
 
 
-def ownership_intervals(members: list[Member], end: float) -> dict[int, list[tuple[float, float, str]]]:
+def ownership_intervals(
+    members: list[Member], end: float
+) -> dict[int, list[tuple[float, float, str]]]:
     """Per partition, (start, end, member) of every stretch a member owned it."""
     intervals: dict[int, list[tuple[float, float, str]]] = defaultdict(list)
     for member in members:
@@ -142,7 +145,7 @@ def check_one_owner_at_a_time(members: list[Member]) -> None:
     intervals = ownership_intervals(members, time.monotonic())
     for partition, spans in intervals.items():
         spans.sort()
-        for (s1, e1, m1), (s2, e2, m2) in zip(spans, spans[1:]):
+        for (_s1, e1, m1), (s2, _e2, m2) in pairwise(spans):
             assert e1 <= s2, f"partition {partition}: {m1} owned it until {e1}, {m2} from {s2}"
     for member in members:
         for t, partition, _, _ in member.records():

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from logstore.backends.manifest_records import COPY_FINISHED, COPY_STARTED, DELETE_STARTED
 
 import logstore
-from logstore.backends.manifest_records import COPY_FINISHED, COPY_STARTED, DELETE_STARTED
 from logstore.clock import ManualClock
 from logstore.errors import OffsetOutOfRangeError
 from logstore.records.builder import encode_batch

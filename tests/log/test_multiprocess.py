@@ -38,7 +38,9 @@ def test_processes_appending_to_one_partition_get_unique_gap_free_offsets(tmp_pa
             acked[int(offset)] = value
     assert sorted(acked) == list(range(1600)), "offsets are not gap-free"
     for worker in range(4):  # each process's own records got increasing offsets
-        mine = sorted((int(v.split("-")[1]), o) for o, v in acked.items() if v.startswith(f"{worker}-"))
+        mine = sorted(
+            (int(v.split("-")[1]), o) for o, v in acked.items() if v.startswith(f"{worker}-")
+        )
         assert [o for _, o in mine] == sorted(o for _, o in mine)
     with logstore.open(data, maintenance_interval_ms=None) as log:
         consumer = log.consumer(auto_offset_reset="earliest")

@@ -234,7 +234,7 @@ def test_retention_ms_deletes_old_sealed_segments_but_never_the_active_one(
     partitions.configure(segment_bytes=200, retention_ms=1000)
     log = partitions.open()
     now = clock.time_ms()
-    for i in range(6):
+    for _i in range(6):
         log.append(batch([b"old" + b"p" * 90], timestamp_ms=now - 5000))
     log.append(batch([b"new" + b"p" * 90], timestamp_ms=now))
     segments_before = log.segment_bases()
@@ -264,7 +264,7 @@ def test_retention_bytes_keeps_the_newest_segments(partitions, batch):
 def test_retention_ignored_unless_policy_deletes(partitions, batch, clock):
     partitions.configure(segment_bytes=200, retention_ms=-1)
     log = partitions.open()
-    for i in range(5):
+    for _i in range(5):
         log.append(batch([b"p" * 100], timestamp_ms=0))
     assert log.enforce_retention().segments_deleted == 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from logstore.errors import OutOfOrderSequenceError, ProducerFencedError
+from logstore.errors import OutOfOrderSequenceError, ProducerFencedError, UnknownProducerIdError
 from logstore.records.builder import encode_batch
 from logstore.records.control import ControlType, build_control_batch
 from logstore.records.header import iter_headers
@@ -57,7 +57,7 @@ def test_sequence_gaps_and_stale_epochs_are_rejected(partitions):
     log.append(batch([b"b"], seq=0, epoch=1))
     with pytest.raises(ProducerFencedError):
         log.append(batch([b"c"], seq=1, epoch=0))
-    with pytest.raises(OutOfOrderSequenceError):
+    with pytest.raises(UnknownProducerIdError):
         log.append(batch([b"z"], seq=3, pid=99))  # unknown producer: must start at 0
     assert log.log_end_offset() == 2
 
@@ -119,6 +119,26 @@ def test_idle_producers_expire_when_a_segment_rolls(partitions, clock):
                             producer_epoch=0, base_sequence=1))
     log.roll()
     assert set(log.producer_states()) == {7}, "the idle producer's state was dropped"
+    with pytest.raises(UnknownProducerIdError):
+        log.append(batch([b"v"], seq=1))  # the expired producer's next sequence
+    assert log.append(batch([b"v"], seq=0, epoch=1)).base_offset == 3, "a new epoch is taken"
+
+
+def test_an_unknown_producer_id_is_told_apart_from_a_sequence_gap(partitions):
+    log = partitions.open()
+    results = log.append_each([batch([b"a"], seq=4), batch([b"b"], seq=5),
+                               batch([b"c"], seq=4, txn=True, pid=8)])
+    assert [type(r) for r in results] == [UnknownProducerIdError] * 3, "nothing is known"
+    log.append(batch([b"a"], seq=0))
+    with pytest.raises(OutOfOrderSequenceError):
+        log.append(batch([b"b"], seq=5))  # a known producer with a gap
+    with pytest.raises(OutOfOrderSequenceError):
+        log.append(batch([b"b"], seq=3, epoch=1))  # a known producer's new epoch starts at 0
+    # A marker for a producer without state is written (its transaction may have written no
+    # batch here); afterwards the producer is known at the marker's epoch.
+    assert log.append(marker(ControlType.ABORT, epoch=1, pid=8)).base_offset == 1
+    assert log.append(batch([b"c"], seq=0, epoch=1, txn=True, pid=8)).base_offset == 2
+    assert log.log_end_offset() == 3
 
 
 def test_an_open_transaction_holds_the_last_stable_offset(partitions):

@@ -35,7 +35,9 @@ def require_speedups() -> None:
 
 
 @pytest.fixture(autouse=True, params=["python", "c"])
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def implementation(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """Run the test on one implementation of the per-record hot paths."""
     if request.param == "c":
         require_speedups()

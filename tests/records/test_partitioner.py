@@ -45,7 +45,11 @@ def test_murmur2_matches_kafka_python_on_random_keys() -> None:
 
 def test_murmur2_accepts_bytes_like() -> None:
     key = b"some-key-123"
-    assert partitioner.murmur2(bytearray(key)) == partitioner.murmur2(memoryview(key)) == partitioner.murmur2(key)
+    assert (
+        partitioner.murmur2(bytearray(key))
+        == partitioner.murmur2(memoryview(key))
+        == partitioner.murmur2(key)
+    )
     assert partitioner.murmur2(b"x" * 5000) == kafka_murmur2(b"x" * 5000) - (1 << 32) * (
         kafka_murmur2(b"x" * 5000) >= 1 << 31
     )

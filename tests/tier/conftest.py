@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
+from logstore.backends.memory_store import MemoryObjectStore
 
 import logstore
-from logstore.backends.memory_store import MemoryObjectStore
 from logstore.clock import ManualClock
 
 T0 = 1_700_000_000_000

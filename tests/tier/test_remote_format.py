@@ -6,6 +6,7 @@ import io
 import re
 import struct
 from collections.abc import Callable
+from itertools import pairwise
 
 import crc32c
 import pytest
@@ -79,7 +80,7 @@ def expected_entries(batches: list[bytes], interval: int) -> list[tuple[int, int
     """The index the format promises, computed independently of the writer."""
     entries: list[tuple[int, int, int]] = []
     running = None
-    for pos, batch in zip(positions(batches), batches):
+    for pos, batch in zip(positions(batches), batches, strict=True):
         header = h.parse_header(batch)
         running = header.max_timestamp if running is None else max(running, header.max_timestamp)
         if not entries or pos - entries[-1][1] >= interval:
@@ -113,7 +114,7 @@ def check_invariants(index: rf.RemoteIndex, *, size_bytes: int) -> None:
         assert not index.entries and s.last_offset == s.base_offset - 1
     else:
         assert index.entries and index.entries[0].position == 0
-    for a, b in zip(index.entries, index.entries[1:]):
+    for a, b in pairwise(index.entries):
         assert a.base_offset < b.base_offset and a.position < b.position
         assert a.max_timestamp <= b.max_timestamp
     for e in index.entries:
@@ -237,10 +238,10 @@ def test_index_interval_and_position_for_every_offset(interval: int) -> None:
     index = rf.parse_tail(tail_of(blob, summary), size_bytes=len(blob))
     entries = [tuple(e) for e in index.entries]
     assert entries == expected_entries(batches, interval)
-    gaps = [b[1] - a[1] for a, b in zip(entries, entries[1:])]
+    gaps = [b[1] - a[1] for a, b in pairwise(entries)]
     assert all(gap >= interval for gap in gaps)
     frames = list(rf.iter_frames(blob, 0, summary.data_bytes, final=True))
-    for offset in range(0, summary.next_offset + 3):
+    for offset in range(summary.next_offset + 3):
         pos = index.position_for(offset)
         assert pos in [e[1] for e in entries]
         # The best entry: the last one starting at or before the offset's batch.
@@ -299,7 +300,7 @@ def test_aborted_between_matches_segment_semantics() -> None:
 
 
 def test_aborted_duplicates_are_stored_once() -> None:
-    blob, summary = write([make_batch(0, 3)], aborted=((1, 0, 2), (1, 0, 2)))
+    _blob, summary = write([make_batch(0, 3)], aborted=((1, 0, 2), (1, 0, 2)))
     assert summary.aborted_count == 1
 
 
@@ -379,14 +380,15 @@ def replace_entry(tail: bytes, i: int, entry: tuple[int, int, int]) -> bytes:
 
 def drop_index(tail: bytes) -> bytes:
     """The same object size, but every index entry counted as data instead."""
-    footer = dict(zip((n for n, _ in rf._FOOTER_FIELDS), rf.FOOTER.unpack(tail[-rf.FOOTER_SIZE:])))
+    names = (n for n, _ in rf._FOOTER_FIELDS)
+    footer = dict(zip(names, rf.FOOTER.unpack(tail[-rf.FOOTER_SIZE:]), strict=True))
     dropped = 24 * footer["index_count"]
     tail = set_footer(tail[dropped:], "index_count", 0)
     return set_footer(tail, "data_bytes", footer["data_bytes"] + dropped)
 
 
 def test_tail_range_rejects_impossible_sizes() -> None:
-    tail, size, data = sample_tail()
+    _tail, size, data = sample_tail()
     assert rf.tail_range(size, data) == (data, size)
     for bad_size, bad_data in ((size, size), (rf.FOOTER_SIZE - 1, 0), (size, data + 1)):
         with pytest.raises(CorruptRecordError):
@@ -518,7 +520,9 @@ def test_round_trip_property(base: int, specs: list[tuple[int, int, int, int, in
     if batches:
         assert summary.max_timestamp == max(h.parse_header(b).max_timestamp for b in batches)
     frames = list(rf.iter_frames(blob, 0, summary.data_bytes, final=True))
-    assert [(p, n) for p, n, _, _ in frames] == list(zip(positions(batches), map(len, batches)))
+    assert [(p, n) for p, n, _, _ in frames] == list(
+        zip(positions(batches), map(len, batches), strict=True)
+    )
 
 
 # --- iter_frames -----------------------------------------------------------------------------
@@ -530,7 +534,7 @@ def test_iter_frames_stops_at_every_truncation_point() -> None:
     starts = positions(batches)
     for end in range(len(data) + 1):
         frames = list(rf.iter_frames(data, 0, end))
-        complete = [p for p, b in zip(starts, batches) if p + len(b) <= end]
+        complete = [p for p, b in zip(starts, batches, strict=True) if p + len(b) <= end]
         assert [f[0] for f in frames] == complete
         boundary = end in starts or end == len(data)
         if boundary:
@@ -541,7 +545,7 @@ def test_iter_frames_stops_at_every_truncation_point() -> None:
     # A ranged GET starting at an index position: positions are in the buffer's coordinates.
     got = list(rf.iter_frames(memoryview(b"xx" + data), 2 + starts[2], 2 + len(data)))
     assert got == [(2 + p, len(b), h.parse_header(b).base_offset, h.parse_header(b).last_offset)
-                   for p, b in zip(starts[2:], batches[2:])]
+                   for p, b in zip(starts[2:], batches[2:], strict=True)]
 
 
 def test_iter_frames_rejects_corrupt_framing() -> None:

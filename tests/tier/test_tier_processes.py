@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from logstore.backends.manifest_records import COPY_FINISHED
 
 import logstore
-from logstore.backends.manifest_records import COPY_FINISHED
 from logstore.records.builder import encode_batch
 
 WORKERS = Path(__file__).resolve().parent.parent / "workers"

@@ -11,8 +11,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import logstore
 from logstore.backends.manifest_records import COPY_FINISHED
+
+import logstore
 from logstore.clock import ManualClock
 
 T0 = 1_700_000_000_000

@@ -6,11 +6,12 @@ copies, the orphan cleaner, and logs opened without an object store."""
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import pytest
+from logstore.backends.manifest_records import COPY_FINISHED
 
 import logstore
-from logstore.backends.manifest_records import COPY_FINISHED
 from logstore.errors import (
     ObjectStoreAccessError,
     ObjectStoreError,
@@ -66,7 +67,7 @@ def test_objects_follow_the_key_scheme_and_the_manifest(kit):
     log.tier()
     rows = log.metadata.remote_segments(states=[COPY_FINISHED])
     assert _objects(kit.store) == sorted(r.object_key for r in rows)
-    for previous, row in zip(rows, rows[1:]):
+    for previous, row in pairwise(rows):
         assert row.base_offset == previous.next_offset  # contiguous, no overlap
     for row in rows:
         key = parse_object_key(row.object_key)
@@ -209,7 +210,8 @@ def test_local_retention_by_time_keeps_recent_local_copies(kit):
     kit.produce(log, "t", 1500)  # timestamps T0 .. T0 + 1499
     plog = log.partition_log("t", 0)
     segments = len(plog.segment_bases())
-    kit.clock.advance(T0 + 1000 + 700 - kit.clock.time_ms())  # segments whose newest record is before T0 + 700 expire
+    # segments whose newest record is before T0 + 700 expire
+    kit.clock.advance(T0 + 1000 + 700 - kit.clock.time_ms())
     log.tier()
     assert 1 < len(plog.segment_bases()) < segments
     assert 600 <= plog.first_local_offset() <= 760
@@ -242,7 +244,8 @@ def test_total_retention_by_time_spans_remote_and_local(kit):
     log.create_topic("t", 1, {**TIERED, "retention.ms": "10000"})
     kit.produce(log, "t", 2000)
     log.tier()
-    kit.clock.advance(T0 + 10_000 + 1000 - kit.clock.time_ms())  # records older than T0 + 1000 expire
+    # records older than T0 + 1000 expire
+    kit.clock.advance(T0 + 10_000 + 1000 - kit.clock.time_ms())
     log.run_maintenance("t")
     plog = log.partition_log("t", 0)
     assert 700 <= plog.log_start_offset <= 1001

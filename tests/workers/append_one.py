@@ -11,12 +11,14 @@ import logstore
 
 def main() -> None:
     data_dir, topic, value = sys.argv[1], sys.argv[2], sys.argv[3]
-    with logstore.open(data_dir, maintenance_interval_ms=None) as log:
-        with log.producer(linger_ms=0) as producer:
-            print("ready", flush=True)
-            sys.stdin.readline()
-            meta = producer.send(topic, value=value.encode(), partition=0).result(timeout=60)
-            print(meta.offset, flush=True)
+    with (
+        logstore.open(data_dir, maintenance_interval_ms=None) as log,
+        log.producer(linger_ms=0) as producer,
+    ):
+        print("ready", flush=True)
+        sys.stdin.readline()
+        meta = producer.send(topic, value=value.encode(), partition=0).result(timeout=60)
+        print(meta.offset, flush=True)
 
 
 if __name__ == "__main__":

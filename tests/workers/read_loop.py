@@ -29,7 +29,10 @@ def one_pass(log: logstore.Log, keys: int) -> str:
                     continue
                 if record.offset <= last_seen:
                     return f"bad offset {record.offset} after {last_seen}"
-                if record.key != b"k%d" % (record.offset % keys) or record.value != b"%d" % record.offset:
+                if (
+                    record.key != b"k%d" % (record.offset % keys)
+                    or record.value != b"%d" % record.offset
+                ):
                     return f"bad record {record}"
                 last_seen = record.offset
                 latest[record.key] = record.offset

@@ -55,7 +55,10 @@ def fetch_pass(log: logstore.Log, topic: str, end: int,
                     return bad, offset
                 offset += 1
             if offset != header.last_offset + 1:
-                return f"batch [{header.base_offset}, {header.last_offset}] ends at {offset}", offset
+                return (
+                    f"batch [{header.base_offset}, {header.last_offset}] ends at {offset}",
+                    offset,
+                )
     return None, offset
 
 
@@ -97,7 +100,7 @@ def main() -> None:
                 bad, count = (fetch_pass(log, topic, end, rng) if how == "fetch"
                               else consumer_pass(log, topic, end))
                 after = first_local_offset(directory)
-            except Exception:  # noqa: BLE001 - any error is a failure to report
+            except Exception:
                 bad = "error " + traceback.format_exc().replace("\n", " | ")
             if bad:
                 print(f"bad {how} pass {passes}: {bad}", flush=True)
