@@ -59,9 +59,11 @@ class MetadataStore(Protocol):
     url: str
 
     def create_topic(
-        self, name: str, partition_count: int, configs: Mapping[str, str], *, created_ms: int
+        self, name: str, partition_count: int, configs: Mapping[str, str], *, created_ms: int,
+        topic_id: str | None = None,
     ) -> TopicRecord:
-        """Insert a topic with a fresh topic id and version 1.
+        """Insert a topic with a fresh topic id (or ``topic_id``: adopting a topic directory
+        whose metadata was lost) and version 1.
 
         Raises TopicAlreadyExistsError if the name is taken.
         """

@@ -294,10 +294,12 @@ class SqlMetadataStore:
     # --- topics and the change counter (implemented in sql_topics) ---------------------------
 
     def create_topic(
-        self, name: str, partition_count: int, configs: Mapping[str, str], *, created_ms: int
+        self, name: str, partition_count: int, configs: Mapping[str, str], *, created_ms: int,
+        topic_id: str | None = None,
     ) -> TopicRecord:
         """See :meth:`MetadataStore.create_topic` (and :mod:`.sql_topics` for how)."""
-        return sql_topics.create_topic(self, name, partition_count, configs, created_ms=created_ms)
+        return sql_topics.create_topic(self, name, partition_count, configs,
+                                       created_ms=created_ms, topic_id=topic_id)
 
     def get_topic(self, name: str) -> TopicRecord | None:
         return sql_topics.get_topic(self, name)

@@ -23,6 +23,7 @@ the store's pool. Times are the caller's milliseconds; nothing here reads a cloc
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -60,6 +61,9 @@ if TYPE_CHECKING:
     from logstore.backends.sql_metadata import SqlMetadataStore
 
 
+_TOPIC_ID = re.compile(r"[0-9a-fA-F-]{1,36}")
+
+
 def create_topic(
     store: SqlMetadataStore,
     name: str,
@@ -67,8 +71,10 @@ def create_topic(
     configs: Mapping[str, str],
     *,
     created_ms: int,
+    topic_id: str | None = None,
 ) -> TopicRecord:
-    """Insert a topic with a fresh uuid4 topic id and version 1.
+    """Insert a topic with a fresh uuid4 topic id (or the given one, adopting a directory) and
+    version 1.
 
     Raises TopicAlreadyExistsError if the name is taken (also when another process wins a race
     for the same name).
@@ -78,9 +84,12 @@ def create_topic(
     configs_json = _encode_configs(configs)
     if isinstance(created_ms, bool) or not isinstance(created_ms, int) or created_ms < 0:
         raise InvalidArgumentError(f"created_ms must be a non-negative int, got {created_ms!r}")
+    if topic_id is not None and (not isinstance(topic_id, str)
+                                 or not _TOPIC_ID.fullmatch(topic_id)):
+        raise InvalidArgumentError(f"topic_id must be a uuid in text form, got {topic_id!r}")
     record = TopicRecord(
         name=name,
-        topic_id=str(uuid.uuid4()),
+        topic_id=topic_id or str(uuid.uuid4()),
         partition_count=partition_count,
         configs=dict(configs),
         version=1,

@@ -28,6 +28,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from logstore.cli.check import check, repair
 from logstore.cli.compact import compact
 from logstore.cli.db import db
 from logstore.cli.demo import demo
@@ -234,7 +235,7 @@ def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None,
 
 
 for _command in (topics, groups, transactions, produce, tail, dump, demo, db, maintenance,
-                 compact, tier):
+                 compact, tier, check, repair):
     cli.add_command(_command)
 
 

@@ -12,13 +12,14 @@ from logstore.cli.output import (
     echo_json,
     example,
     format_option,
+    one_line,
     parse_config,
     stdin_is_tty,
     table,
 )
 from logstore.compaction.job import due_reasons
 
-from logstore.types import TopicDescription
+from logstore.types import PartitionDescription, TopicDescription
 
 if TYPE_CHECKING:
     from logstore.cli.main import CliState
@@ -51,6 +52,15 @@ def description_json(
         ],
         "config": dict(description.config),
     }
+
+
+def status(p: PartitionDescription) -> str:
+    """OFFLINE, the missing offset ranges (``MISSING 233-456``), or ``ok``."""
+    if p.offline_reason is not None:
+        return "OFFLINE"
+    if p.missing_ranges:
+        return "MISSING " + ",".join(f"{start}-{end - 1}" for start, end in p.missing_ranges)
+    return "ok"
 
 
 def ratio(value: float | None) -> str:
@@ -133,7 +143,14 @@ def describe(state: CliState, name: str, fmt: str) -> None:
         rows = [(*row, ratio(p.dirty_ratio), dash(p.cleaner_checkpoint),
                  dash(due.get(p.partition)))
                 for row, p in zip(rows, description.partitions, strict=True)]
+    damaged = [p for p in description.partitions if p.missing_ranges or p.offline_reason]
+    if damaged:
+        headers += ["STATUS"]
+        rows = [(*row, status(p)) for row, p in zip(rows, description.partitions, strict=True)]
     click.echo(table(headers, rows))
+    for p in damaged:
+        if p.offline_reason is not None:
+            click.echo(f"partition {p.partition}: {one_line(p.offline_reason)}")
     click.echo("configs:")
     for key, value in description.config.items():
         click.echo(f"  {key}={value}")

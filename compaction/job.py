@@ -44,7 +44,16 @@ from logstore.compaction.report import (
 
 from logstore.config import TopicConfig
 from logstore.embedded import Log
-from logstore.errors import InvalidArgumentError, LeaseLostError, UnknownTopicOrPartitionError
+from logstore.errors import (
+    CorruptFileError,
+    InconsistentTopicIdError,
+    InvalidArgumentError,
+    LeaseLostError,
+    MissingSegmentError,
+    PartitionOfflineError,
+    StorageError,
+    UnknownTopicOrPartitionError,
+)
 from logstore.log.cleanable import sections
 
 #: The offset map's default size: 64 MiB holds about 2.5 million keys per round.
@@ -140,8 +149,12 @@ def due_reasons(log: Log, topic: str) -> dict[int, DueReason | None]:
     checkpoints = log.metadata.cleaner_checkpoints(targets[0].topic_id) if targets else {}
     for target in targets:
         found = checkpoints.get(target.partition)
-        _, section = sections(log.partition_log(target.topic, target.partition), target.config,
-                              _offset(found), now_ms=now_ms)
+        try:
+            _, section = sections(log.partition_log(target.topic, target.partition),
+                                  target.config, _offset(found), now_ms=now_ms)
+        except StorageError:  # offline or damaged: describe shows why elsewhere
+            reasons[target.partition] = None
+            continue
         reasons[target.partition] = due_reason(
             section, target.config, delete_horizon_ms=_horizon(found), now_ms=now_ms)
     return reasons
@@ -165,8 +178,11 @@ def _estimate(log: Log, targets: list[_Target]) -> int:
     now_ms = log.clock.time_ms()
     for target in targets:
         found = _checkpoint(log, target)
-        _, section = sections(log.partition_log(target.topic, target.partition), target.config,
-                              _offset(found), now_ms=now_ms)
+        try:
+            _, section = sections(log.partition_log(target.topic, target.partition),
+                                  target.config, _offset(found), now_ms=now_ms)
+        except StorageError:
+            continue  # damaged: reported by its run
         if section.has_dirty or (found is not None and found.delete_horizon_passed(now_ms)):
             map_pass = section.dirty_bytes
             filter_pass = section.clean_bytes + section.dirty_bytes
@@ -217,13 +233,17 @@ def _compact_partition(
                                      updated_ms=clock.time_ms(), lease=lease,
                                      delete_horizon_ms=delete_horizon_ms)
 
-    cleaner = PartitionCleaner(
-        log.partition_log(target.topic, target.partition), target.config,
-        offset_map=offset_map, clock=clock, dry_run=dry_run, force=force, progress=progress,
-        keep_going=keep_going)
-    found = _checkpoint(log, target)
     try:
+        cleaner = PartitionCleaner(
+            log.partition_log(target.topic, target.partition), target.config,
+            offset_map=offset_map, clock=clock, dry_run=dry_run, force=force,
+            progress=progress, keep_going=keep_going)
+        found = _checkpoint(log, target)
         return cleaner.clean(_offset(found), save, delete_horizon_ms=_horizon(found))
+    except (PartitionOfflineError, MissingSegmentError, CorruptFileError,
+            InconsistentTopicIdError) as exc:
+        return PartitionCompaction(target.topic, target.partition, CompactionStatus.DAMAGED,
+                                   str(exc))
     except LeaseLostError:
         return PartitionCompaction(
             target.topic, target.partition, CompactionStatus.INTERRUPTED,

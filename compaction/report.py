@@ -25,6 +25,9 @@ class CompactionStatus(str, enum.Enum):
     """Stopped early: the partition changed under the cleaner (retention, truncation, another
     cleaner), the lease was lost, or a shutdown was requested. Whatever was cleaned is kept;
     the next run goes on."""
+    DAMAGED = "damaged"
+    """The partition's files are missing or damaged (offline, or a hole in the range to clean;
+    see ``logstore check``): not cleaned."""
 
 
 class DueReason(str, enum.Enum):

@@ -11,6 +11,7 @@ Thread-safe.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -25,10 +26,13 @@ from logstore.config import (
     validate_overrides,
 )
 from logstore.errors import (
+    InconsistentTopicIdError,
     InvalidArgumentError,
     InvalidConfigurationError,
     InvalidPartitionsError,
     InvalidTopicError,
+    LogstoreError,
+    PartitionOfflineError,
     StaleVersionError,
     UnknownTopicOrPartitionError,
 )
@@ -37,6 +41,8 @@ from logstore.log.manager import LogManager
 from logstore.log.partition_log import PartitionLog
 from logstore.topic_cache import CachedTopic, TopicCache
 from logstore.types import PartitionDescription, TopicDescription
+
+_log = logging.getLogger("logstore")
 
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _CAS_ATTEMPTS = 20
@@ -86,9 +92,29 @@ class TopicAdmin:
         record = self._store.create_topic(
             name, partitions, overrides, created_ms=self._clock.time_ms()
         )
+        try:
+            self._manager.create_partitions(name, record.topic_id, range(partitions))
+        except BaseException:
+            # No half topic: the metadata row goes with whatever was laid out.
+            self._undo_create(record)
+            raise
         self._cache.put(record)
-        self._manager.create_partitions(name, record.topic_id, range(partitions))
-        return self.describe_topic(name)
+        # A new topic is empty: described without opening its (maybe thousands of) partitions.
+        return self._description(record, tuple(
+            PartitionDescription(partition=p, log_start_offset=0, log_end_offset=0,
+                                 high_watermark=0, size_bytes=0, segment_count=1,
+                                 last_stable_offset=0)
+            for p in range(partitions)))
+
+    def _undo_create(self, record: TopicRecord) -> None:
+        try:
+            self._manager.begin_delete(record.name, record.topic_id)
+            self._store.delete_topic(record.name, expected_version=record.version)
+            self._manager.finish_delete(record.name, record.topic_id)
+        except LogstoreError as exc:
+            _log.warning("could not undo the creation of topic %r: %s", record.name, exc)
+        finally:
+            self._cache.remove(record.name)
 
     def list_topics(self) -> list[str]:
         self._cache.refresh()  # one small query; a listing should show other processes' topics
@@ -98,11 +124,21 @@ class TopicAdmin:
         validate_topic_name(name)
         topic = self._fresh(name)
         partitions = tuple(
-            self.partition_log(name, p).describe() for p in range(topic.partition_count)
+            self._describe_partition(name, p) for p in range(topic.partition_count)
         )
         if topic.config.compacts:
             partitions = self._with_cleaner_state(topic, partitions)
         return self._description(topic.record, partitions)
+
+    def _describe_partition(self, topic: str, partition: int) -> PartitionDescription:
+        """The partition's description; an offline partition is described as such (with the
+        reason) rather than failing the whole topic."""
+        try:
+            return self.partition_log(topic, partition).describe()
+        except (PartitionOfflineError, InconsistentTopicIdError) as exc:
+            return PartitionDescription(
+                partition=partition, log_start_offset=-1, log_end_offset=-1,
+                high_watermark=-1, size_bytes=0, segment_count=0, offline_reason=str(exc))
 
     def _with_cleaner_state(
         self, topic: CachedTopic, partitions: tuple[PartitionDescription, ...]
@@ -113,6 +149,9 @@ class TopicAdmin:
         now_ms = self._clock.time_ms()
         described = []
         for description in partitions:
+            if description.offline_reason is not None:
+                described.append(description)
+                continue
             found = checkpoints.get(description.partition)
             _, section = sections(
                 self.partition_log(topic.name, description.partition), topic.config,
@@ -186,10 +225,36 @@ class TopicAdmin:
         raise StaleVersionError(f"topic {name!r} kept changing; not updated")
 
     def delete_topic(self, name: str) -> None:
+        """Rename the topic's directory aside, delete its metadata, then its files (see
+        ``log.manager``: a crash in between is finished by :meth:`finish_deletions`)."""
         validate_topic_name(name)
-        record = self._store.delete_topic(name)
+        record = self._store.get_topic(name)
+        if record is None:
+            self._cache.remove(name)
+            raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
+        self._manager.begin_delete(name, record.topic_id)
+        try:
+            self._store.delete_topic(name, expected_version=record.version)
+        except StaleVersionError:
+            # Altered meanwhile (same incarnation): delete it as it is now.
+            current = self._store.get_topic(name)
+            if current is None or current.topic_id != record.topic_id:
+                raise
+            self._store.delete_topic(name, expected_version=current.version)
         self._cache.remove(name)
-        self._manager.delete_topic(name, record.topic_id)
+        self._manager.finish_delete(name, record.topic_id)
+
+    def finish_deletions(self) -> None:
+        """Finish topic deletions that a crash interrupted after renaming the directory."""
+        for pending in self._manager.pending_deletions():
+            record = self._store.get_topic(pending.topic)
+            if record is not None and record.topic_id == pending.topic_id:
+                try:
+                    self._store.delete_topic(pending.topic, expected_version=record.version)
+                except (StaleVersionError, UnknownTopicOrPartitionError):
+                    continue  # changed meanwhile: the next open looks again
+                self._cache.remove(pending.topic)
+            self._manager.finish_delete(pending.topic, pending.topic_id)
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         """The open log of an existing partition. Raises UnknownTopicOrPartitionError."""

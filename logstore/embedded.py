@@ -25,6 +25,7 @@ from logstore.admin import TopicAdmin, validate_topic_name
 from logstore.backends import open_metadata_store
 from logstore.backends.metadata import MetadataStore
 from logstore.backends.txn_records import TransactionRecord
+from logstore.checkup import Checkup, PartitionRepair
 from logstore.client.consumer import Consumer
 from logstore.client.producer import Producer
 from logstore.client.registry import DEFAULT_CLIENT_CLOSE_TIMEOUT_MS, ClientRegistry
@@ -42,6 +43,8 @@ from logstore.errors import (
     UnknownTopicOrPartitionError,
 )
 from logstore.group_admin import GroupAdmin
+from logstore.log.check import PartitionCheck
+from logstore.log.handles import FileBudget
 from logstore.log.manager import LogManager
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
@@ -96,6 +99,7 @@ def open(
     object_store: ObjectStore | None = None,
     remote_cache_bytes: int = DEFAULT_REMOTE_CACHE_BYTES,
     tier_interval_ms: int | None = DEFAULT_TIER_INTERVAL_MS,
+    max_open_files: int | None = None,
 ) -> Log:
     """Open (creating if needed) the log stored in directory ``path``.
 
@@ -119,6 +123,10 @@ def open(
     ``tier_interval_ms``: how often a background thread copies sealed segments and applies
     local retention (None: call :meth:`Log.tier` yourself). A store that cannot be used at all
     (no such bucket, access denied) fails here with ObjectStoreAccessError.
+
+    ``max_open_files``: how many file descriptors this log's partitions may hold open (idle
+    ones close in LRU order and reopen on use). None (the default) shares one budget among all
+    logs of the process: three quarters of ``ulimit -n``.
     """
     return Log(
         path,
@@ -132,6 +140,7 @@ def open(
         object_store=object_store,
         remote_cache_bytes=remote_cache_bytes,
         tier_interval_ms=tier_interval_ms,
+        max_open_files=max_open_files,
     )
 
 
@@ -152,7 +161,17 @@ class Log:
         object_store: ObjectStore | None = None,
         remote_cache_bytes: int = DEFAULT_REMOTE_CACHE_BYTES,
         tier_interval_ms: int | None = DEFAULT_TIER_INTERVAL_MS,
+        max_open_files: int | None = None,
     ) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise InvalidArgumentError(
+                f"a log directory must be a non-empty path, got {path!r} (use '.' for the "
+                "current directory)")
+        if max_open_files is not None and (
+                isinstance(max_open_files, bool) or not isinstance(max_open_files, int)
+                or max_open_files < 1):
+            raise InvalidArgumentError(
+                f"max_open_files must be a positive int or None, got {max_open_files!r}")
         self.path = Path(path).absolute()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -171,10 +190,13 @@ class Log:
         self.notifier = AppendNotifier()
         self._manager = LogManager(
             self.path, clock=self.clock, notifier=self.notifier,
-            remote=None if self._tiered is None else self._tiered.partition)
-        self._manager.purge_deleted()
+            remote=None if self._tiered is None else self._tiered.partition,
+            budget=None if max_open_files is None else FileBudget(max_open_files),
+            topic_exists=self._topic_exists)
         self._cache = TopicCache(self._store, max_age_ms=metadata_max_age_ms)
         self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
+        self._admin.finish_deletions()
+        self._checkup = Checkup(self._store, self._cache, self._manager, self.clock)
         self.group_coordinator = GroupCoordinator(self._store, self.clock)
         self.transaction_coordinator = TransactionCoordinator(
             self._store, self.clock, self._write_markers,
@@ -237,6 +259,40 @@ class Log:
         """Delete a topic and all its records."""
         self._ensure_open()
         self._admin.delete_topic(name)
+
+    def _topic_exists(self, topic: str, topic_id: str) -> bool:
+        """Whether this incarnation of ``topic`` is in the metadata store now (not cached)."""
+        record = self._store.get_topic(topic)
+        return record is not None and record.topic_id == topic_id
+
+    # --- checking and repairing the data directory ------------------------------------------
+
+    def check(
+        self,
+        topic: str | None = None,
+        partition: int | None = None,
+        *,
+        deep: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[PartitionCheck]:
+        """Verify the files of every partition (or of ``topic``, or one ``partition``): the
+        segment list against the files, every segment's SQLite integrity and every batch's
+        CRC, the chain of segments, the log end against its checkpoint; and report topic
+        directories the metadata store does not know. Changes nothing. ``progress`` gets the
+        bytes of every batch read. See :mod:`logstore.log.check`."""
+        self._ensure_open()
+        return self._checkup.check(topic, partition, deep=deep, progress=progress)
+
+    def repair(
+        self, topic: str, partition: int | None = None, *, action: str, dry_run: bool = False
+    ) -> list[PartitionRepair]:
+        """Repair the damaged partitions of ``topic`` (or one ``partition``) as the operator
+        chooses: ``action="adopt"`` keeps what is readable and never reuses an offset (what is
+        lost becomes a gap), ``"truncate"`` cuts at the first damage and new records reuse the
+        offsets from there. ``dry_run`` only plans. Stop the partition's writers first. See
+        :mod:`logstore.log.repair`."""
+        self._ensure_open()
+        return self._checkup.repair(topic, partition, action=action, dry_run=dry_run)
 
     # --- consumer groups ---------------------------------------------------------------------
 

@@ -130,6 +130,55 @@ class DatabaseLockedError(StorageError):
     retriable = True
 
 
+class CorruptFileError(StorageError):
+    """A file of the storage engine is damaged (SQLite found it malformed, or it is not what
+    its name says). The message names the file; ``logstore check`` reports every such file."""
+
+
+class DiskFullError(StorageError):
+    """The file system holding the data directory is full: nothing was written. Free space
+    (retention, ``logstore maintenance``, a bigger disk) and retry."""
+
+
+class TooManyOpenFilesError(StorageError):
+    """The process ran out of file descriptors (``ulimit -n``). Raise the limit, or give the
+    log a smaller ``max_open_files`` budget so it closes idle files sooner."""
+
+
+class PartitionOfflineError(StorageError):
+    """A partition's files are missing or damaged in a way that could make it hand out offsets
+    again (its directory, its state file or its active segment is gone, or its log end went
+    backwards): it serves neither reads nor appends until an operator decides
+    (``logstore check``, ``logstore repair``). Other partitions keep serving."""
+
+    def __init__(self, message: str = "", *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class MissingSegmentError(StorageError):
+    """A segment file that the partition lists is gone, so offsets ``[start_offset,
+    end_offset)`` cannot be read (a hole). The rest of the partition keeps serving; ``logstore
+    repair`` decides what becomes of the range."""
+
+    def __init__(
+        self, message: str = "", *, path: str | None = None, start_offset: int = -1,
+        end_offset: int = -1,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.start_offset = start_offset
+        self.end_offset = end_offset
+
+
+class InconsistentTopicIdError(StorageError):
+    """A partition directory belongs to another incarnation of the topic (a different topic
+    id) and holds records: logstore never deletes them to make room. Move the directory away,
+    or adopt it (``logstore repair --adopt``)."""
+
+    error_code = 103  # INCONSISTENT_TOPIC_ID
+
+
 class MetadataStoreError(LogstoreError):
     """The metadata store failed or could not be reached."""
 

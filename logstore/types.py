@@ -142,6 +142,12 @@ class PartitionDescription:
     cleaner_checkpoint: int | None = None
     """Of a compacted topic: offsets below it have been compacted; None if the topic is not
     compacted or the partition was never cleaned."""
+    missing_ranges: tuple[tuple[int, int], ...] = ()
+    """Holes: ``[start, end)`` offset ranges whose segment files are gone (unreadable; the
+    rest of the partition serves). See ``logstore check``."""
+    offline_reason: str | None = None
+    """Why the partition is offline (its files are missing or damaged in a way that could
+    reuse offsets), or None when it serves. Offsets are -1 when offline."""
 
 
 @dataclass(frozen=True, slots=True)

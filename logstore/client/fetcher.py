@@ -9,7 +9,16 @@ the fetch position past them. Partitions take turns so one busy partition cannot
 A partition without a position starts where ``auto_offset_reset`` says (``earliest``: the log
 start offset, ``latest``: the log end offset, ``none``: NoOffsetForPartitionError); so does a
 position that fell out of range. A corrupt batch raises CorruptRecordError after the records
-before it have been returned, and on every poll until the application seeks past it.
+before it have been returned, and on every poll until the application seeks past it; so do a
+hole and an offline partition (MissingSegmentError, PartitionOfflineError), after the records
+of the other partitions read in the same poll.
+
+Quiet partitions cost nothing: a partition where a read found nothing new is skipped until its
+doorbell rings (the notifier counts rings per partition, from this process's appends and,
+through inotify, other processes'), and every partition is read again at least every
+``SWEEP_INTERVAL_MS`` (more with thousands of partitions), in case a writer died between its
+commit and its ring. So a consumer of 10,000 mostly idle partitions does not open 10,000
+partitions on every poll.
 
 ``read_committed`` fetches stop at the last stable offset and drop the batches of aborted
 transactions (the log returns which ranges were aborted); ``read_uncommitted`` sees every data
@@ -27,6 +36,7 @@ from logstore.client.access import ClientAccess
 from logstore.errors import (
     CorruptRecordError,
     IllegalStateError,
+    LogstoreError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
 )
@@ -36,27 +46,35 @@ from logstore.records.reader import decode_batch
 from logstore.types import ConsumerRecord, IsolationLevel, TopicPartition
 
 RESETS = ("earliest", "latest", "none")
+#: How often every assigned partition is read even if it was not rung (see ``_maybe_sweep``).
+SWEEP_INTERVAL_MS = 1000
+SWEEP_MS_PER_PARTITION = 5
 
 
 class PartitionState:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("buffer", "cursor", "error", "next_fetch", "paused", "position")
+    __slots__ = ("buffer", "cursor", "doorbell", "error", "next_fetch", "paused", "position",
+                 "quiet_rings")
 
-    def __init__(self) -> None:
+    def __init__(self, doorbell: str = "") -> None:
         self.position: int | None = None
         self.next_fetch = 0
         # Decoded records not yet returned are buffer[cursor:]; they move out by slicing.
         self.buffer: list[ConsumerRecord] = []
         self.cursor = 0
         self.paused = False
-        self.error: CorruptRecordError | None = None
+        self.error: LogstoreError | None = None
+        self.doorbell = doorbell
+        # The partition's ring count when a read found nothing new (None: read it next time).
+        self.quiet_rings: int | None = None
 
     def seek(self, offset: int) -> None:
         self.position = self.next_fetch = offset
         self.buffer = []
         self.cursor = 0
         self.error = None
+        self.quiet_rings = None
 
 
 class Fetcher:
@@ -81,6 +99,7 @@ class Fetcher:
         self.states: dict[TopicPartition, PartitionState] = {}
         self._order: list[TopicPartition] = []
         self._next_index = 0
+        self._next_sweep_ms = 0.0
 
     # --- assignment --------------------------------------------------------------------------
 
@@ -88,7 +107,7 @@ class Fetcher:
         for tp in partitions:
             if tp not in self.states:
                 log = self._access.partition_log(tp.topic, tp.partition)  # raises if unknown
-                self.states[tp] = PartitionState()
+                self.states[tp] = PartitionState(log.doorbell_path.name)
                 self._access.notifier.watch(log.doorbell_path)
         self._reorder()
 
@@ -101,6 +120,18 @@ class Fetcher:
                 except Exception:  # noqa: BLE001, S110 - the topic may be gone: nothing to unwatch
                     pass
         self._reorder()
+
+    def _maybe_sweep(self, count: int) -> None:
+        """Now and then read every partition again, quiet or not: a writer that died between
+        its commit and its ring left records nobody announced (the next open of the partition,
+        or the next append to it, rings for them too). The interval grows with the number of
+        partitions, so a sweep costs a few percent of the time at most."""
+        now = self._access.clock.monotonic_ms()
+        if now < self._next_sweep_ms:
+            return
+        self._next_sweep_ms = now + max(SWEEP_INTERVAL_MS, count * SWEEP_MS_PER_PARTITION)
+        for state in self.states.values():
+            state.quiet_rings = None
 
     def _reorder(self) -> None:
         self._order = list(self.states)
@@ -146,6 +177,8 @@ class Fetcher:
         order = self._order
         count = len(order)
         budget = self._fetch_max_bytes
+        self._maybe_sweep(count)
+        rings = self._access.notifier.rings
         for step in range(count):
             if len(out) >= limit:
                 break
@@ -160,7 +193,15 @@ class Fetcher:
                     break
                 raise error
             if not buffered and budget > 0:
-                budget -= self._fetch(tp, state, budget)
+                if state.quiet_rings is not None and state.quiet_rings == rings(state.doorbell):
+                    continue  # found nothing new last time, and nobody appended since
+                try:
+                    budget -= self._fetch(tp, state, budget)
+                except LogstoreError as exc:
+                    if not out or exc.retriable:
+                        raise
+                    state.error = exc  # return what was read; the next poll raises it
+                    break
             self._take(state, out, limit)
         if count:
             self._next_index = (self._next_index + 1) % count
@@ -187,6 +228,7 @@ class Fetcher:
         if state.position is None:
             self.reset(tp, state)
         log = self._access.partition_log(tp.topic, tp.partition)
+        rings = self._access.notifier.rings(state.doorbell)  # before the read: none is missed
         try:
             result = log.read(
                 state.next_fetch, max_bytes=min(self._max_partition_fetch_bytes, budget),
@@ -197,6 +239,7 @@ class Fetcher:
                 raise
             self.reset(tp, state)
             return 0
+        state.quiet_rings = rings if not result.batches else None
         start = state.next_fetch
         topic, partition = tp
         buffer = state.buffer = []

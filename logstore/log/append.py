@@ -8,15 +8,17 @@ batch bytes, and writes batches, producer state and aborted-transaction entries 
 they stay consistent in every process. Each batch gets its own outcome: one rejected batch
 (out-of-order sequence, fenced epoch) never fails the others of a commit.
 
-Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attributes).
+The :class:`Appender` is one collaborator of :class:`~logstore.log.partition_log.PartitionLog`:
+it owns the group-commit queue and goes through the partition's
+:class:`~logstore.log.segment_set.SegmentSet` for the writer connection and rolls.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable, Sequence
 
+from logstore.clock import Clock
 from logstore.config import TopicConfig
 from logstore.errors import (
     InvalidRecordError,
@@ -25,7 +27,8 @@ from logstore.errors import (
     StorageError,
 )
 from logstore.log.producer_state import AbortedTxn, ProducerEntry, apply
-from logstore.log.segment import BatchRow, Segment, segment_file_name
+from logstore.log.segment import BatchRow, Segment
+from logstore.log.segment_set import SegmentSet
 from logstore.records.control import parse_control
 from logstore.records.header import (
     BatchHeader,
@@ -36,9 +39,6 @@ from logstore.records.header import (
     validate_batch,
 )
 from logstore.types import AppendResult
-
-if TYPE_CHECKING:
-    from logstore.log.partition_log import PartitionLog
 
 _MAX_RETRIES = 1000
 # Producer states idle for this long are dropped when a segment rolls (Kafka's
@@ -60,10 +60,44 @@ class _Pending:
         self.done = False
 
 
-class AppendMixin:
-    """Appending, rolling and the writer connection."""
+class Appender:
+    """Appending, rolling and the writer connection of one partition. Thread-safe."""
 
-    def append(self: PartitionLog, batch: bytes, *, verify_records: bool = True) -> AppendResult:
+    def __init__(
+        self,
+        segments: SegmentSet,
+        *,
+        topic: str,
+        config: Callable[[], TopicConfig],
+        clock: Clock,
+        committed: Callable[[int], None],
+        finish_truncation: Callable[[], None],
+        leader_epoch: int = 0,
+    ) -> None:
+        self._segments = segments
+        self._topic = topic
+        self._config = config
+        self._clock = clock
+        self._committed = committed
+        self._finish_truncation = finish_truncation
+        self.leader_epoch = leader_epoch
+        self._commit_cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._committing = False
+        self._closed = False
+        self._closed_error: LogstoreError | None = None
+
+    def __repr__(self) -> str:
+        return repr(self._segments)
+
+    def close(self, error: LogstoreError | None = None) -> None:
+        """Refuse appends from now on, with ``error`` (default: a StorageError saying it is
+        closed); the connections belong to the segment set."""
+        with self._commit_cond:
+            self._closed = True
+            self._closed_error = error
+
+    def append(self, batch: bytes, *, verify_records: bool = True) -> AppendResult:
         """Append one RecordBatch v2 and return the offsets assigned to it.
 
         The batch is validated (framing, CRC, size against ``max.message.bytes``; with
@@ -75,7 +109,7 @@ class AppendMixin:
         return self.append_many([batch], verify_records=verify_records)[0]
 
     def append_many(
-        self: PartitionLog, batches: Sequence[bytes], *, verify_records: bool = True
+        self, batches: Sequence[bytes], *, verify_records: bool = True
     ) -> list[AppendResult]:
         """Append several batches in order; raise the first batch's error, if any (the batches
         before it are appended)."""
@@ -86,7 +120,7 @@ class AppendMixin:
         return results  # type: ignore[return-value]
 
     def append_each(
-        self: PartitionLog, batches: Sequence[bytes], *, verify_records: bool = True
+        self, batches: Sequence[bytes], *, verify_records: bool = True
     ) -> list[AppendResult | LogstoreError]:
         """Append several batches in order, in one transaction; return each one's result or
         the error that rejected it (the others are appended regardless)."""
@@ -120,11 +154,13 @@ class AppendMixin:
             results.append(item.result)
         return results
 
-    def _commit_queued(self: PartitionLog, mine: list[_Pending]) -> None:
+    def _commit_queued(self, mine: list[_Pending]) -> None:
         """Queue ``mine``; lead a commit or wait for the leader that takes them."""
         group: list[_Pending] | None = None
         with self._commit_cond:
             if self._closed:
+                if self._closed_error is not None:
+                    raise self._closed_error
                 raise StorageError(f"{self} is closed")
             self._queue.extend(mine)
             while not mine[-1].done:
@@ -135,10 +171,10 @@ class AppendMixin:
                 self._commit_cond.wait()
         if group is None:
             return
-        committed = False
         try:
-            self._commit_group(group)
-            committed = True
+            log_end = self._commit_group(group)
+            # Rung before anyone is answered: an acknowledged record is always announced.
+            self._committed(log_end)
         except BaseException as exc:  # noqa: BLE001 - every waiter of this commit gets its failure
             for pending in group:
                 pending.error = exc
@@ -148,20 +184,9 @@ class AppendMixin:
                 for pending in group:
                     pending.done = True
                 self._commit_cond.notify_all()
-        if committed:
-            self._ring()
-
-    def _ring(self: PartitionLog) -> None:
-        """Tell waiting readers, here and in other processes, that a commit is visible."""
-        if self._notifier is not None:
-            self._notifier.notify()
-        try:
-            os.pwrite(self._doorbell_fd, b"\x01", 0)
-        except OSError:
-            pass  # readers elsewhere fall back to their poll interval
 
     def _validate(
-        self: PartitionLog, batch: bytes, config: TopicConfig, verify_records: bool
+        self, batch: bytes, config: TopicConfig, verify_records: bool
     ) -> tuple[BatchHeader, int | None]:
         header = validate_batch(batch)
         if header.size_bytes != len(batch):
@@ -172,7 +197,7 @@ class AppendMixin:
         if len(batch) > config.max_message_bytes:
             raise RecordTooLargeError(
                 f"record batch of {len(batch)} bytes exceeds max.message.bytes="
-                f"{config.max_message_bytes} of topic {self.topic}"
+                f"{config.max_message_bytes} of topic {self._topic}"
             )
         if header.record_count == 0:
             raise InvalidRecordError("a record batch must hold at least one record")
@@ -198,7 +223,7 @@ class AppendMixin:
                     # As Kafka: the cleaner keeps the latest record *per key*, so a keyless
                     # record on a compacted topic could never be kept or replaced.
                     raise InvalidRecordError(
-                        f"topic {self.topic} is compacted (cleanup.policy="
+                        f"topic {self._topic} is compacted (cleanup.policy="
                         f"{config.cleanup_policy}): every record needs a key"
                     )
             if header.is_control:
@@ -207,14 +232,19 @@ class AppendMixin:
                 control_type = parse_control(records[0].key, records[0].value).type
         return header, control_type
 
-    def _commit_group(self: PartitionLog, group: list[_Pending]) -> None:
+    def _commit_group(self, group: list[_Pending]) -> int:
+        """Commit ``group`` in one transaction; return the log end offset after it."""
         config = self._config()
         incoming = sum(len(p.data) for p in group)
         for _ in range(_MAX_RETRIES):
             writer = self._writer_segment()
             roll = sealed = False
             decided: list[tuple[_Pending, AppendResult | LogstoreError]] = []
+            log_end = -1
             with writer.lock:
+                if writer.closed:  # the file budget closed it while it was idle
+                    continue
+                writer.touch()
                 writer.set_durability(fsync=config.fsync)
                 with writer.write_transaction() as state:
                     now = self._clock.time_ms()
@@ -226,10 +256,10 @@ class AppendMixin:
                     ):
                         roll = True
                     else:
-                        decided = self._write_group(writer, group, state.log_end_offset, now,
-                                                    config)
+                        decided, log_end = self._write_group(
+                            writer, group, state.log_end_offset, now, config)
             if sealed:
-                self._drop_writer(writer)
+                self._segments.drop_writer(writer)
                 continue
             if roll:
                 self._roll(expected_base=writer.base_offset)
@@ -239,15 +269,16 @@ class AppendMixin:
                     pending.error = outcome
                 else:
                     pending.result = outcome
-            return
+            return log_end
         raise StorageError(f"{self}: could not find the active segment")
 
     def _write_group(
-        self: PartitionLog, writer: Segment, group: list[_Pending], next_offset: int,
+        self, writer: Segment, group: list[_Pending], next_offset: int,
         now_ms: int, config: TopicConfig,
-    ) -> list[tuple[_Pending, AppendResult | LogstoreError]]:
-        """Inside the write transaction: decide every batch, then write rows and state."""
-        log_start = self._state.get().log_start_offset
+    ) -> tuple[list[tuple[_Pending, AppendResult | LogstoreError]], int]:
+        """Inside the write transaction: decide every batch, then write rows and state; return
+        the outcomes and the log end offset after them."""
+        log_start = self._segments.state.get().log_start_offset
         producer_ids = sorted({p.header.producer_id for p in group if p.header.producer_id >= 0})
         states = writer.producers(producer_ids) if producer_ids else {}
         changed: dict[int, ProducerEntry] = {}
@@ -285,10 +316,10 @@ class AppendMixin:
             writer.save_producers(list(changed.values()))
         if aborted:
             writer.add_aborted(aborted)
-        return decided
+        return decided, next_offset
 
     def _row(
-        self: PartitionLog, pending: _Pending, offset: int, now_ms: int, config: TopicConfig,
+        self, pending: _Pending, offset: int, now_ms: int, config: TopicConfig,
         log_start: int,
     ) -> tuple[BatchRow, AppendResult]:
         header = pending.header
@@ -309,27 +340,24 @@ class AppendMixin:
 
     # --- the writer connection and rolls ------------------------------------------------------
 
-    def _writer_segment(self: PartitionLog) -> Segment:
-        with self._meta_lock:
-            writer = self._writer
-        if writer is not None and not writer.closed:
+    def _writer_segment(self) -> Segment:
+        """The writer connection of the active segment (opening it, finishing a truncation
+        or a roll another process left half done)."""
+        segments = self._segments
+        writer = segments.cached_writer()
+        if writer is not None:
             return writer
         for _ in range(_MAX_RETRIES):
-            self._rescan()
-            with self._meta_lock:
-                base = self._bases[-1]
+            base = segments.last_base()
             try:
-                segment = Segment.open(self.directory / segment_file_name(base))
+                segment = segments.open_segment(base, pooled=True)
             except FileNotFoundError:
-                continue
+                continue  # unlisted meanwhile (a truncation in another process)
             # Checked after opening: a truncation creates segments only after recording its
             # intent, so a segment made by an unfinished truncation is never written to.
-            if self._state.get().truncating_to is not None:
+            if segments.state.get().truncating_to is not None:
                 segment.close()
-                with self._lock.hold():
-                    pending = self._state.get().truncating_to
-                    if pending is not None:
-                        self._truncate_locked(pending)
+                self._finish_truncation()
                 continue
             with segment.lock:
                 state = segment.state()
@@ -337,29 +365,17 @@ class AppendMixin:
                 segment.close()
                 self._create_successor(base)
                 continue
-            with self._meta_lock:
-                if self._writer is not None and not self._writer.closed:
-                    segment.close()
-                    return self._writer
-                self._writer = segment
-            return segment
+            return segments.install_writer(segment)
         raise StorageError(f"{self}: could not open the active segment")
 
-    def _drop_writer(self: PartitionLog, writer: Segment) -> None:
-        with self._meta_lock:
-            if self._writer is writer:
-                self._writer = None
-        with writer.lock:
-            writer.close()
-
-    def _create_successor(self: PartitionLog, base: int) -> None:
-        """The highest segment is sealed: make sure its successor exists."""
-        with self._lock.hold():
-            self._rescan()
-            with self._meta_lock:
-                if self._bases[-1] != base:
-                    return
-            segment = Segment.open(self.directory / segment_file_name(base))
+    def _create_successor(self, base: int) -> None:
+        """The highest segment is sealed (a roll that crashed before creating or listing its
+        successor, or a truncation in progress): make sure its successor exists."""
+        segments = self._segments
+        with segments.lock.hold():
+            if segments.last_base() != base:
+                return
+            segment = segments.open_own(base)
             try:
                 with segment.lock, segment.read_transaction() as state:
                     producers = self._surviving_producers(segment)
@@ -368,39 +384,43 @@ class AppendMixin:
                 successor = state.next_offset
                 if successor is None or successor < 0:
                     successor = state.log_end_offset
-                Segment.create(self.directory, successor, created_ms=self._clock.time_ms(),
-                               producers=producers)
+                segments.create(successor, created_ms=self._clock.time_ms(),
+                                producers=producers)
                 segment.checkpoint()
             finally:
                 segment.close()
-            self._rescan()
 
-    def _surviving_producers(self: PartitionLog, segment: Segment) -> list[ProducerEntry]:
+    def _surviving_producers(self, segment: Segment) -> list[ProducerEntry]:
         """A sealed segment's producer states that carry over to its successor: all but those
         idle past the expiration (and not in a transaction)."""
         horizon = self._clock.time_ms() - PRODUCER_EXPIRATION_MS
         return [e for e in segment.producers().values()
                 if e.txn_first_offset is not None or e.last_timestamp_ms >= horizon]
 
-    def roll(self: PartitionLog) -> None:
+    def roll(self) -> None:
         """Seal the active segment now (if it holds anything) and start a new one."""
         self._roll(expected_base=None)
 
-    def _roll(self: PartitionLog, *, expected_base: int | None) -> None:
-        with self._lock.hold():
+    def _roll(self, *, expected_base: int | None) -> None:
+        segments = self._segments
+        with segments.lock.hold():
             writer = self._writer_segment()
             if expected_base is not None and writer.base_offset != expected_base:
                 return  # somebody else rolled already
             successor = None
             producers: list[ProducerEntry] = []
-            with writer.lock, writer.write_transaction() as state:
-                if not state.sealed and not state.is_empty:
-                    writer.seal(state.log_end_offset)
-                    successor = state.log_end_offset
-                    producers = self._surviving_producers(writer)
-            self._drop_writer(writer)
+            with writer.lock:
+                with writer.write_transaction() as state:
+                    if not state.sealed and not state.is_empty:
+                        writer.seal(state.log_end_offset)
+                        successor = state.log_end_offset
+                        producers = self._surviving_producers(writer)
+                if successor is not None:
+                    # A sealed segment never changes again (but for the cleaner): fold its
+                    # WAL in now, so it is one self-contained file.
+                    writer.checkpoint()
+            segments.drop_writer(writer)
             if successor is not None:
-                Segment.create(self.directory, successor, created_ms=self._clock.time_ms(),
-                               producers=producers)
-                self._remember_sealed(writer.base_offset)
-            self._rescan()
+                segments.create(successor, created_ms=self._clock.time_ms(),
+                                producers=producers)
+                segments.forget_state(writer.base_offset)

@@ -12,136 +12,125 @@
   state from the segment's snapshot plus the batches that remain, clears the intent and only
   then takes appends again. Whoever finds an unfinished intent finishes it first.
 
-Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attributes).
+:class:`Retention` and :class:`Truncation` are collaborators of
+:class:`~logstore.log.partition_log.PartitionLog` over its
+:class:`~logstore.log.segment_set.SegmentSet`. Thread-safe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from logstore.clock import Clock
+from logstore.config import TopicConfig
 from logstore.errors import OffsetOutOfRangeError
 from logstore.log.producer_state import ProducerEntry, apply
-from logstore.log.segment import Segment, SegmentState, segment_file_name
+from logstore.log.segment import Segment
+from logstore.log.segment_set import SegmentSet
 from logstore.records.control import parse_control
 from logstore.records.header import parse_header
 from logstore.types import RetentionReport
 
 if TYPE_CHECKING:
-    from logstore.log.partition_log import PartitionLog
+    from logstore.log.tiering import LocalTiering
 
 
-class CleanupMixin:
-    """Retention, delete-records and truncation."""
+class Retention:
+    """Retention and delete-records of one partition."""
 
-    def delete_records(self: PartitionLog, offset: int) -> int:
+    def __init__(
+        self,
+        segments: SegmentSet,
+        *,
+        topic: str,
+        partition: int,
+        config: Callable[[], TopicConfig],
+        clock: Clock,
+        high_watermark: Callable[[], int],
+        tiering: LocalTiering,
+    ) -> None:
+        self._segments = segments
+        self._topic = topic
+        self._partition = partition
+        self._config = config
+        self._clock = clock
+        self._high_watermark = high_watermark
+        self._tiering = tiering
+
+    def __repr__(self) -> str:
+        return repr(self._segments)
+
+    def delete_records(self, offset: int) -> int:
         """Advance the log start offset to ``offset`` (-1: the high watermark); return it.
 
         Whole segments below it are deleted; records below it in the first remaining segment
         stay on disk but are no longer readable.
         """
-        high_watermark = self.high_watermark
+        segments = self._segments
+        high_watermark = self._high_watermark()
         if offset == -1:
             offset = high_watermark
         if offset < 0 or offset > high_watermark:
             raise OffsetOutOfRangeError(
                 f"cannot delete records up to {offset}: high watermark of {self} is "
                 f"{high_watermark}",
-                offset=offset, log_start_offset=self.log_start_offset,
+                offset=offset, log_start_offset=segments.state.get().log_start_offset,
                 log_end_offset=high_watermark,
             )
-        with self._lock.hold():
-            self._check_generation()
-            state = self._state.advance_log_start(offset)
-            self._delete_segments_below(state.log_start_offset)
+        with segments.lock.hold():
+            segments.check_generation()
+            state = segments.state.advance_log_start(offset)
+            segments.delete_below(state.log_start_offset)
         return state.log_start_offset
 
-    def enforce_retention(self: PartitionLog) -> RetentionReport:
+    def enforce_retention(self) -> RetentionReport:
         """Delete whole sealed segments past ``retention.ms`` / ``retention.bytes`` (oldest first,
         never the active segment) and advance the log start offset past them. Topics with
         remote storage count remote segments too and also apply local retention (see
         ``tiering``); without an attached remote view they keep everything."""
+        segments = self._segments
         config = self._config()
         deleted = bytes_deleted = 0
         if config.remote_storage_enable:
-            if self.remote is not None:
-                return self._enforce_total_retention(self.remote)
-            # Without the object store neither total retention (remote bytes count) nor
-            # local retention (only tiered copies may go) can be decided: keep everything.
-            return RetentionReport(self.topic, self.partition, 0, 0,
-                                   self._state.get().log_start_offset)
+            return self._tiering.enforce_total_retention()
         if config.deletes:
-            with self._lock.hold():
-                states = self._sealed_states_locked()
+            with segments.lock.hold():
+                states = segments.sealed_states()
                 count = expired_prefix(
                     [(s.max_timestamp, s.size_bytes) for s in states],
                     now_ms=self._clock.time_ms(), retention_ms=config.retention_ms,
-                    retention_bytes=config.retention_bytes, extra_bytes=self._active_size())
+                    retention_bytes=config.retention_bytes, extra_bytes=segments.active_size())
                 if count:
                     new_start = states[count - 1].next_offset
                     if new_start is not None and new_start >= 0:
-                        self._state.advance_log_start(new_start)
-                deleted, bytes_deleted = self._delete_segments_below(
-                    self._state.get().log_start_offset
-                )
-        return RetentionReport(self.topic, self.partition, deleted, bytes_deleted,
-                               self._state.get().log_start_offset)
+                        segments.state.advance_log_start(new_start)
+                deleted, bytes_deleted = segments.delete_below(
+                    segments.state.get().log_start_offset)
+        return RetentionReport(self._topic, self._partition, deleted, bytes_deleted,
+                               segments.state.get().log_start_offset)
 
-    def _sealed_states_locked(self: PartitionLog) -> list[SegmentState]:
-        """Fresh summaries of the sealed segments, oldest first. Caller holds the lock."""
-        # Cached segment states are stale after another process's cleaner merged segments
-        # (a merged segment's range and newest timestamp grew).
-        self._check_generation()
-        self._rescan()
-        with self._meta_lock:
-            sealed_bases = self._bases[:-1]
-        return [self._segment_state(b) for b in sealed_bases]
 
-    def _active_size(self: PartitionLog) -> int:
-        with self._meta_lock:
-            base = self._bases[-1]
-        try:
-            return self._segment_state(base).size_bytes
-        except FileNotFoundError:
-            return 0
+class Truncation:
+    """Truncation of one partition (for replication), crash-safe through a recorded intent."""
 
-    def _delete_segments_below(self: PartitionLog, log_start: int) -> tuple[int, int]:
-        """Unlink sealed segments that end at or below ``log_start``. Caller holds the lock."""
-        self._rescan()
-        with self._meta_lock:
-            candidates = self._bases[:-1]
-        deleted = bytes_deleted = 0
-        for base in candidates:
-            try:
-                state = self._segment_state(base)
-            except FileNotFoundError:
-                continue
-            if (
-                not state.sealed
-                or state.next_offset is None
-                or not 0 <= state.next_offset <= log_start
-            ):
-                break
-            self._unlink_segment(base)
-            deleted += 1
-            bytes_deleted += state.size_bytes
-        if deleted:
-            self._rescan()
-        return deleted, bytes_deleted
+    def __init__(
+        self,
+        segments: SegmentSet,
+        *,
+        clock: Clock,
+        log_end_offset: Callable[[], int],
+        truncated: Callable[[int], None],
+    ) -> None:
+        self._segments = segments
+        self._clock = clock
+        self._log_end_offset = log_end_offset
+        self._truncated = truncated
 
-    def _unlink_segment(self: PartitionLog, base: int) -> None:
-        with self._meta_lock:
-            reader = self._readers.pop(base, None)
-            self._sealed.pop(base, None)
-        if reader is not None:
-            with reader.lock:
-                reader.close()
-        path = self.directory / segment_file_name(base)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    def __repr__(self) -> str:
+        return repr(self._segments)
 
-    def truncate_to(self: PartitionLog, offset: int) -> None:
+    def truncate_to(self, offset: int) -> None:
         """Remove every batch at or above ``offset`` (for replication: a follower discarding a
         divergent suffix). Batches are never split: if ``offset`` falls inside a batch the
         whole batch goes, so the new log end offset is at most ``offset``. Below the log start
@@ -149,44 +138,52 @@ class CleanupMixin:
         """
         if offset < 0:
             raise OffsetOutOfRangeError(f"cannot truncate to negative offset {offset}")
-        with self._lock.hold():
-            if offset >= self.log_end_offset():
+        segments = self._segments
+        with segments.lock.hold():
+            if offset >= self._log_end_offset():
                 return
-            self._state.begin_truncation(offset)
-            self._truncate_locked(offset)
+            segments.state.begin_truncation(offset)
+            self.finish_locked(offset)
 
-    def _truncate_locked(self: PartitionLog, offset: int) -> None:
+    def finish_pending(self) -> None:
+        """Finish a truncation another process (or a crash) left half done, if any."""
+        segments = self._segments
+        with segments.lock.hold():
+            pending = segments.state.get().truncating_to
+            if pending is not None:
+                self.finish_locked(pending)
+
+    def finish_locked(self, offset: int) -> None:
         """Carry out a recorded truncation. Idempotent; the caller holds the lock."""
-        self._rescan()
-        with self._meta_lock:
-            bases = list(self._bases)
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            with writer.lock:
-                writer.close()
+        segments = self._segments
+        bases = list(segments.state.get().segments)
+        segments.take_writer()
         # 1. Stop appenders in every process: seal the highest segment with no successor.
         if bases:
-            top = Segment.open(self.directory / segment_file_name(bases[-1]))
+            top = segments.open_own(bases[-1])
             try:
                 with top.lock, top.write_transaction() as state:
                     if not state.sealed:
                         top.seal(-1)
             finally:
                 top.close()
-        log_start = self._state.get().log_start_offset
+        log_start = segments.state.get().log_start_offset
         keep = [b for b in bases if b <= offset]
         if offset < log_start or not keep:
             # 2a. Everything goes; the log restarts at `offset`.
-            for base in reversed(bases):
-                self._unlink_segment(base)
-            Segment.create(self.directory, offset, created_ms=self._clock.time_ms())
-            self._state.finish_truncation(log_start_offset=offset)
+            segments.unlink(reversed(bases))
+            for base in segments.files():  # unlisted by an earlier, interrupted attempt
+                segments.remove_files(base)
+            segments.create(offset, created_ms=self._clock.time_ms())
+            segments.state.finish_truncation(log_start_offset=offset)
+            log_end = offset
         else:
             # 2b. Drop whole segments above the target, then the tail of the target segment.
-            for base in reversed(bases):
+            segments.unlink([b for b in reversed(bases) if b > keep[-1]])
+            for base in segments.files():  # unlisted by an earlier, interrupted attempt
                 if base > keep[-1]:
-                    self._unlink_segment(base)
-            target = Segment.open(self.directory / segment_file_name(keep[-1]))
+                    segments.remove_files(base)
+            target = segments.open_own(keep[-1])
             try:
                 with target.lock:
                     with target.write_transaction():
@@ -194,14 +191,16 @@ class CleanupMixin:
                         cut_at = offset if cut is None else min(cut[0], offset)
                         target.truncate_from(cut_at)
                         _rebuild_producer_state(target, cut_at)
-                    self._state.finish_truncation()
+                    segments.state.finish_truncation()
                     # 3. Only now take appends again (a crash before this leaves the segment
                     # sealed with no successor, which the next appender repairs).
-                    with target.write_transaction():
+                    with target.write_transaction() as state:
                         target.unseal()
+                    log_end = state.log_end_offset
             finally:
                 target.close()
-        self._reset_caches()
+        segments.reset()
+        self._truncated(log_end)
 
 
 def expired_prefix(

@@ -2,12 +2,15 @@
 
 Layout of ``<data>/topics/<topic>/<partition>/``::
 
-    partition.sqlite                 log start offset, truncation intent, generation
+    partition.sqlite                 log start offset, the segment list, truncation and merge
+                                     intents, generation (see partition_state)
     .lock                            flock for structural changes (roll, truncate, delete)
-    .notify                          doorbell: one byte rewritten after every commit, so
-                                     consumers in other processes wake through inotify
     00000000000000000000.sqlite      sealed segment (+ -wal, -shm)
     00000000000000052731.sqlite      the active segment: the one with the highest base offset
+
+and its doorbell ``<data>/doorbells/<topic>-<partition>``: rewritten with the log end offset
+after every commit, so consumers in other processes wake through inotify and the next open can
+tell whether committed records were lost (see ``doorbell``).
 
 Invariants:
 
@@ -29,6 +32,22 @@ Invariants:
   offset) are read from the remote segments (``tiering``, ``logstore.tier``).
 * The doorbell is rung only after a commit returns: inotify events on the ``-wal`` file itself
   fire before the commit is visible to readers, so waking on those would miss records.
+* Which segments exist is the durable segment list, never the directory: a listed segment
+  whose file is missing is a hole (reads there raise MissingSegmentError), a missing active
+  segment or a log end below the doorbell's checkpoint takes the partition offline
+  (PartitionOfflineError), and nothing ever hands an offset out twice (see ``recovery``).
+* Every connection counts against a file budget (``handles``): idle ones are closed in LRU
+  order and reopened on use, so a process can serve thousands of partitions.
+
+Structure (Kafka's LocalLog / LogSegments / UnifiedLog split, as composed collaborators): a
+:class:`~logstore.log.segment_set.SegmentSet` knows the segments, caches their states and
+connections and retries when files vanish; around it an
+:class:`~logstore.log.append.Appender` (validation, group commit, rolls), a
+:class:`~logstore.log.read.LogReader` (reads, offsets, the last stable offset),
+:class:`~logstore.log.cleanup.Retention` and :class:`~logstore.log.cleanup.Truncation`, a
+:class:`~logstore.log.rewrite.SegmentRewriter` (the log cleaner's in-place rewrites) and a
+:class:`~logstore.log.tiering.LocalTiering` (the local side of tiered storage). None of them
+reaches into another; this facade wires them and is the public interface.
 
 Thread-safety: all public methods may be called from any thread. Several processes may open the
 same partition directory.
@@ -36,42 +55,44 @@ same partition directory.
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from logstore.clock import SYSTEM_CLOCK, Clock
 from logstore.config import TopicConfig
-from logstore.errors import StorageError
-from logstore.log.append import AppendMixin, _Pending
-from logstore.log.cleanup import CleanupMixin
+from logstore.errors import LogstoreError, StorageError, UnknownTopicOrPartitionError
+from logstore.log import doorbell
+from logstore.log.append import Appender
+from logstore.log.cleanup import Retention, Truncation
+from logstore.log.doorbell import Doorbell, LogEndCheckpoint
+from logstore.log.handles import FileBudget, process_budget
 from logstore.log.notify import AppendNotifier
-from logstore.log.partition_state import PartitionLock, PartitionState
-from logstore.log.read import ReadMixin, ReadResult
-from logstore.log.rewrite import RewriteMixin
-from logstore.log.segment import (
-    Segment,
-    SegmentState,
-    parse_segment_file_name,
-    segment_file_name,
+from logstore.log.partition_state import STATE_FILE, PartitionLock, PartitionState
+from logstore.log.producer_state import AbortedTxn, ProducerEntry
+from logstore.log.read import LogReader, ReadResult
+from logstore.log.recovery import recover
+from logstore.log.rewrite import BatchRewrite, LogLayout, RewriteResult, SegmentRewriter
+from logstore.log.segment import Segment
+from logstore.log.segment_set import SegmentSet
+from logstore.log.sqlite_file import fsync_dir
+from logstore.log.tiering import LocalTiering, RemoteView, SegmentExport
+from logstore.types import (
+    AppendResult,
+    IsolationLevel,
+    OffsetAndTimestamp,
+    PartitionDescription,
+    RetentionReport,
 )
-from logstore.log.sqlite_file import TEMP_MARKER
-from logstore.log.tiering import TieringMixin
-from logstore.types import PartitionDescription
 
 DOORBELL_FILE = ".notify"
 
+_log = logging.getLogger("logstore.log")
 
-class PartitionLog(AppendMixin, ReadMixin, CleanupMixin, RewriteMixin, TieringMixin):
-    """The local log of one partition. See the module docstring for the invariants.
 
-    The append path is in ``append``, the read path in ``read``, deletion and truncation in
-    ``cleanup``, in-place rewriting for the log cleaner in ``rewrite``, the local side of
-    tiered storage in ``tiering`` (mixins); this module holds the segment list, caches and
-    lifecycle.
-    """
+class PartitionLog:
+    """The local log of one partition. See the module docstring for the invariants."""
 
     def __init__(
         self,
@@ -84,237 +105,281 @@ class PartitionLog(AppendMixin, ReadMixin, CleanupMixin, RewriteMixin, TieringMi
         notifier: AppendNotifier | None = None,
         leader_epoch: int = 0,
         max_open_segments: int = 4,
+        doorbell_path: Path | None = None,
+        budget: FileBudget | None = None,
     ) -> None:
+        """Open the partition in ``directory`` (laid out by :meth:`create`). Raises
+        FileNotFoundError if it has no ``partition.sqlite``, PartitionOfflineError if its files
+        are missing or damaged (see ``recovery``)."""
         self.directory = directory
         self.topic = topic
         self.partition = partition
-        self.leader_epoch = leader_epoch
-        self._config = config
-        self._clock = clock
         self._notifier = notifier
-        self._max_open_segments = max(1, max_open_segments)
-        self._state = PartitionState.open(directory)
-        self._lock = PartitionLock(directory)
-        self.doorbell_path = directory / DOORBELL_FILE
-        self._doorbell_fd = _open_doorbell(self.doorbell_path)
-        self._meta_lock = threading.Lock()  # guards _bases, _sealed, _generation, _writer swap
-        self._bases: list[int] = []
-        self._sealed: dict[int, SegmentState] = {}
-        self._readers: OrderedDict[int, Segment] = OrderedDict()
-        self._writer: Segment | None = None
-        self._generation = self._state.get().generation
-        self._commit_cond = threading.Condition()
-        self._queue: list[_Pending] = []
-        self._committing = False
+        self._clock = clock
         self._closed = False
-        self._recover()
+        budget = budget or process_budget()
+        name = f"PartitionLog({topic}-{partition})"
+        self.doorbell_path = doorbell_path or directory / DOORBELL_FILE
+        state = PartitionState.open(directory, budget=budget)
+        try:
+            topic_id = state.get().topic_id
+        except BaseException:
+            state.close()
+            raise
+        self._doorbell = Doorbell(self.doorbell_path, topic_id=topic_id, budget=budget)
+        self._segments = SegmentSet(directory, state=state, lock=PartitionLock(directory),
+                                    budget=budget, name=name, max_open_segments=max_open_segments)
+        self._reader = LogReader(self._segments, remote=lambda: self._tiering.remote)
+        self._tiering = LocalTiering(self._segments, topic=topic, partition=partition,
+                                     config=config, clock=clock)
+        self._truncation = Truncation(self._segments, clock=clock,
+                                      log_end_offset=self._reader.log_end_offset,
+                                      truncated=self._ring)
+        self._appender = Appender(
+            self._segments, topic=topic, config=config, clock=clock, committed=self._ring,
+            finish_truncation=self._truncation.finish_pending, leader_epoch=leader_epoch)
+        self._retention = Retention(
+            self._segments, topic=topic, partition=partition, config=config, clock=clock,
+            high_watermark=self._reader.log_end_offset, tiering=self._tiering)
+        self._rewriter = SegmentRewriter(self._segments, tail_offsets=self._reader.tail_offsets)
+        try:
+            checkpoint = doorbell.read_checkpoint(self.doorbell_path)
+            log_end = recover(self._segments, truncation=self._truncation,
+                              rewriter=self._rewriter, clock=clock, checkpoint=checkpoint)
+            if checkpoint is not None and checkpoint.log_end_offset < log_end:
+                # A writer died between its commit and its ring: ring for it, so readers that
+                # skip quiet partitions see those records.
+                self._doorbell.ring(log_end, self._segments.state.get().truncations)
+        except BaseException:
+            self.close()
+            raise
 
-    # --- creation and recovery ---------------------------------------------------------------
+    # --- creation ------------------------------------------------------------------------------
 
     @staticmethod
-    def create(directory: Path, *, topic_id: str, created_ms: int, base_offset: int = 0) -> None:
-        """Lay out an empty partition directory (idempotent)."""
+    def create(
+        directory: Path, *, topic_id: str, created_ms: int, base_offset: int = 0,
+        doorbell_path: Path | None = None, sync: bool = True,
+    ) -> None:
+        """Lay out an empty partition (idempotent): the directory, its first segment, its state
+        file listing it, and last its doorbell. ``sync=False`` leaves the doorbells directory's
+        fsync to the caller (laying out many partitions)."""
         directory.mkdir(parents=True, exist_ok=True)
-        os.close(_open_doorbell(directory / DOORBELL_FILE))
-        PartitionState.create(directory, topic_id=topic_id, log_start_offset=base_offset)
-        if not any(parse_segment_file_name(n) is not None for n in os.listdir(directory)):
-            Segment.create(directory, base_offset, created_ms=created_ms)
+        if not (directory / STATE_FILE).exists():
+            Segment.create(directory, base_offset, created_ms=created_ms, sync_dir=False)
+            PartitionState.create(directory, topic_id=topic_id, log_start_offset=base_offset,
+                                  segments=[base_offset], sync_dir=False)
+            fsync_dir(directory)
+        path = doorbell_path or directory / DOORBELL_FILE
+        recorded = doorbell.read_checkpoint(path)
+        if recorded is None or recorded.topic_id != topic_id:
+            doorbell.create(path, LogEndCheckpoint(topic_id, base_offset, 0), sync=sync)
 
-    def _recover(self) -> None:
-        with self._lock.hold():
-            self._remove_stale_temp_files()
-            pending = self._state.get().truncating_to
-            if pending is not None:
-                self._truncate_locked(pending)
-            self._resolve_merge_intent_locked()
-            self._rescan()
-            if not self._bases:
-                Segment.create(
-                    self.directory, self._state.get().log_start_offset,
-                    created_ms=self._clock.time_ms(),
-                )
-                self._rescan()
-            self._delete_segments_below(self._state.get().log_start_offset)
+    # --- appends -------------------------------------------------------------------------------
 
-    def _remove_stale_temp_files(self) -> None:
-        for name in os.listdir(self.directory):
-            if TEMP_MARKER not in name or not name.startswith("."):
-                continue
-            pid_text = name.rsplit(TEMP_MARKER, 1)[1].split("-", 1)[0]
-            if pid_text.isdigit() and _process_alive(int(pid_text)):
-                continue
-            (self.directory / name).unlink(missing_ok=True)
+    @property
+    def leader_epoch(self) -> int:
+        """The leader epoch stamped into appended batches."""
+        return self._appender.leader_epoch
 
-    # --- offsets -----------------------------------------------------------------------------
+    def append(self, batch: bytes, *, verify_records: bool = True) -> AppendResult:
+        """Append one RecordBatch v2 and return the offsets assigned to it (see
+        :meth:`Appender.append`)."""
+        return self._appender.append(batch, verify_records=verify_records)
+
+    def append_many(
+        self, batches: Sequence[bytes], *, verify_records: bool = True
+    ) -> list[AppendResult]:
+        """Append several batches in order; raise the first batch's error, if any (the batches
+        before it are appended)."""
+        return self._appender.append_many(batches, verify_records=verify_records)
+
+    def append_each(
+        self, batches: Sequence[bytes], *, verify_records: bool = True
+    ) -> list[AppendResult | LogstoreError]:
+        """Append several batches in order, in one transaction; return each one's result or
+        the error that rejected it (the others are appended regardless)."""
+        return self._appender.append_each(batches, verify_records=verify_records)
+
+    def roll(self) -> None:
+        """Seal the active segment now (if it holds anything) and start a new one."""
+        self._appender.roll()
+
+    def _ring(self, log_end_offset: int) -> None:
+        """Tell waiting readers, here and in other processes, that a commit is visible, and
+        record the log end it reached (the doorbell's checkpoint)."""
+        # The doorbell first: a reader woken here may skip partitions whose ring count did not
+        # move, and readers elsewhere wake on the doorbell's write. Never raises: the records
+        # are committed whatever happens here (a missed ring only delays readers).
+        try:
+            self._doorbell.ring(log_end_offset, self._segments.state.get().truncations)
+        except LogstoreError as exc:
+            _log.warning("%s: could not ring the doorbell: %s", self, exc)
+        if self._notifier is not None:
+            self._notifier.notify(self.doorbell_path.name)
+
+    # --- reads and offsets -----------------------------------------------------------------------
 
     @property
     def log_start_offset(self) -> int:
-        return self._state.get().log_start_offset
+        return self._segments.state.get().log_start_offset
 
+    def log_end_offset(self) -> int:
+        """One past the last offset appended (by any process)."""
+        return self._reader.log_end_offset()
 
-    # --- append ------------------------------------------------------------------------------
+    @property
+    def high_watermark(self) -> int:
+        """Equal to the log end offset until replication exists."""
+        return self._reader.log_end_offset()
 
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset of the oldest open transaction, else the high watermark."""
+        return self._reader.tail_offsets()[1]
 
-    # --- read --------------------------------------------------------------------------------
+    def tail_offsets(self) -> tuple[int, int]:
+        """(log end offset, last stable offset), read together from the active segment."""
+        return self._reader.tail_offsets()
 
+    def read(
+        self,
+        offset: int,
+        *,
+        max_bytes: int,
+        max_offset: int | None = None,
+        isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
+    ) -> ReadResult:
+        """Whole batches from ``offset`` (see :meth:`LogReader.read`)."""
+        return self._reader.read(offset, max_bytes=max_bytes, max_offset=max_offset,
+                                 isolation=isolation)
 
-    # --- deletion ----------------------------------------------------------------------------
+    def offset_for_timestamp(self, timestamp_ms: int) -> OffsetAndTimestamp | None:
+        """The earliest offset whose record timestamp is >= ``timestamp_ms`` (None if none)."""
+        return self._reader.offset_for_timestamp(timestamp_ms)
 
+    def producer_states(self) -> dict[int, ProducerEntry]:
+        """The state of every producer that wrote to this partition (from the active segment)."""
+        return self._reader.producer_states()
 
-    # --- truncation --------------------------------------------------------------------------
+    # --- deletion ------------------------------------------------------------------------------
 
+    def delete_records(self, offset: int) -> int:
+        """Advance the log start offset to ``offset`` (-1: the high watermark); return it."""
+        return self._retention.delete_records(offset)
 
-    # --- maintenance of in-process caches -----------------------------------------------------
+    def enforce_retention(self) -> RetentionReport:
+        """Delete whole sealed segments past the topic's retention (see ``cleanup``)."""
+        return self._retention.enforce_retention()
 
-    def _check_generation(self) -> None:
-        generation = self._state.get().generation
-        if generation != self._generation:
-            self._reset_caches()
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch at or above ``offset`` (see :meth:`Truncation.truncate_to`)."""
+        self._truncation.truncate_to(offset)
 
-    def _reset_caches(self) -> None:
-        with self._meta_lock:
-            readers = list(self._readers.values())
-            self._readers.clear()
-            self._sealed.clear()
-            writer, self._writer = self._writer, None
-            self._generation = self._state.get().generation
-            self._rescan_unlocked()
-        for segment in readers + ([writer] if writer is not None else []):
-            with segment.lock:
-                segment.close()
+    # --- the log cleaner -------------------------------------------------------------------------
 
-    def _rescan(self) -> None:
-        with self._meta_lock:
-            self._rescan_unlocked()
+    def layout(self) -> LogLayout:
+        """Generation, offsets and every segment's summary (fresh, not from caches)."""
+        return self._rewriter.layout()
 
-    def _rescan_unlocked(self) -> None:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            raise StorageError(f"partition directory {self.directory} is gone") from None
-        self._bases = sorted(b for b in map(parse_segment_file_name, names) if b is not None)
-        if not self._bases:
-            raise StorageError(f"partition directory {self.directory} has no segments")
+    def iter_batches(self, base: int) -> Iterator[tuple[int, bytes]]:
+        """Every (base offset, data) of one segment, from one snapshot of its own connection."""
+        return self._rewriter.iter_batches(base)
 
-    def _reader(self, base: int) -> Segment:
-        with self._meta_lock:
-            segment = self._readers.get(base)
-            if segment is not None and not segment.closed:
-                self._readers.move_to_end(base)
-                return segment
-        segment = Segment.open(self.directory / segment_file_name(base))
-        evicted: list[Segment] = []
-        with self._meta_lock:
-            existing = self._readers.get(base)
-            if existing is not None and not existing.closed:
-                evicted.append(segment)
-                segment = existing
-            else:
-                self._readers[base] = segment
-                log_start = self._state.get().log_start_offset
-                for old_base in list(self._readers):
-                    if len(self._readers) <= self._max_open_segments:
-                        break
-                    old = self._readers[old_base]
-                    if old is segment or not old.lock.acquire(blocking=False):
-                        continue
-                    old.lock.release()
-                    del self._readers[old_base]
-                    evicted.append(old)
-                # Connections to segments below the log start keep deleted files' space in use.
-                for old_base in [b for b in self._readers if b < log_start and b != base]:
-                    evicted.append(self._readers.pop(old_base))
-        for old in evicted:
-            with old.lock:
-                old.close()
-        return segment
+    def aborted_transactions(self, from_offset: int) -> list[AbortedTxn]:
+        """Every aborted transaction whose ABORT marker is at or after ``from_offset``."""
+        return self._rewriter.aborted_transactions(from_offset)
 
-    def _segment_state(self, base: int) -> SegmentState:
-        with self._meta_lock:
-            cached = self._sealed.get(base)
-        if cached is not None:
-            return cached
-        segment = self._reader(base)
-        with segment.lock:
-            state = segment.state()
-        if state.sealed:
-            with self._meta_lock:
-                self._sealed[base] = state
-        return state
+    def finish_pending_merge(self) -> None:
+        """Complete or forget a merge a crashed cleaner left behind."""
+        self._rewriter.finish_pending_merge()
 
-    def _remember_sealed(self, base: int) -> None:
-        with self._meta_lock:
-            self._sealed.pop(base, None)
+    def rewrite_segments(
+        self,
+        bases: Sequence[int],
+        rewrite: BatchRewrite,
+        *,
+        keep_aborted: Callable[[AbortedTxn], bool],
+        expected_generation: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> RewriteResult:
+        """Rewrite consecutive sealed segments into the first (see ``rewrite``)."""
+        return self._rewriter.rewrite_segments(
+            bases, rewrite, keep_aborted=keep_aborted, expected_generation=expected_generation,
+            progress=progress)
+
+    # --- tiered storage --------------------------------------------------------------------------
+
+    @property
+    def remote(self) -> RemoteView | None:
+        """The remote segments below the first local one (None: this process cannot read them)."""
+        return self._tiering.remote
+
+    def attach_remote(self, remote: RemoteView | None) -> None:
+        """Serve offsets below the first local segment from ``remote`` (None: nobody can)."""
+        self._tiering.remote = remote
+
+    def first_local_offset(self) -> int:
+        """The base offset of the lowest local segment (as last scanned)."""
+        return self._tiering.first_local_offset()
+
+    def export_segment(self, base: int) -> AbstractContextManager[SegmentExport]:
+        """Read a sealed segment for upload from one snapshot (see ``tiering``)."""
+        return self._tiering.export_segment(base)
+
+    def enforce_local_retention(self, tiered_end: int | None) -> RetentionReport:
+        """Delete local copies of tiered segments past the local retention."""
+        return self._tiering.enforce_local_retention(tiered_end)
 
     # --- description and lifecycle --------------------------------------------------------------
 
     def describe(self) -> PartitionDescription:
-        """Log start / end offsets, high watermark, bytes and segment count."""
+        """Log start / end offsets, high watermark, bytes, segment count and holes."""
         log_end, stable = self.tail_offsets()
-        bases = self.segment_bases()  # rescans: other processes may have deleted segments
+        segments = self._segments
+        bases = segments.bases()
+        missing = segments.missing()
+        gone = {base for base, _ in missing}
         size = 0
         for base in bases:
-            try:
-                size += self._segment_state(base).size_bytes
-            except FileNotFoundError:
+            if base in gone:
                 continue
+            try:
+                size += segments.state_of(base).size_bytes
+            except (FileNotFoundError, StorageError):
+                continue  # deleted meanwhile, or vanished since it was checked
         return PartitionDescription(
             partition=self.partition,
-            log_start_offset=self._state.get().log_start_offset,
+            log_start_offset=segments.state.get().log_start_offset,
             log_end_offset=log_end,
             high_watermark=log_end,
             size_bytes=size,
             segment_count=len(bases),
             last_stable_offset=stable,
+            missing_ranges=tuple((base, end if end is not None else log_end)
+                                 for base, end in missing),
         )
 
     def segment_bases(self) -> list[int]:
-        """Base offsets of the segments on disk, oldest first."""
-        self._rescan()
-        with self._meta_lock:
-            return list(self._bases)
+        """Base offsets of the segments (the durable list), oldest first."""
+        return self._segments.bases()
 
-    def close(self) -> None:
-        """Close every connection. Idempotent; appends after close raise StorageError."""
-        with self._commit_cond:
-            if self._closed:
-                return
-            self._closed = True
-        with self._meta_lock:
-            segments = list(self._readers.values())
-            self._readers.clear()
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            segments.append(writer)
-        for segment in segments:
-            with segment.lock:
-                segment.close()
-        self._state.close()
-        os.close(self._doorbell_fd)
+    def close(self, *, deleted: bool = False) -> None:
+        """Close every connection. Idempotent; later calls raise StorageError, or
+        UnknownTopicOrPartitionError if ``deleted`` (the topic is being deleted)."""
+        if self._closed:
+            return
+        self._closed = True
+        error = UnknownTopicOrPartitionError(f"{self} was deleted") if deleted else None
+        self._appender.close(error)
+        self._segments.close()
+        self._segments.state.close(error)
+        self._doorbell.close()
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.topic}-{self.partition})"
 
     __str__ = __repr__
-
-
-def _open_doorbell(path: Path) -> int:
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise StorageError(f"cannot open {path}: {exc}") from exc
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["PartitionLog", "ReadResult"]

@@ -8,13 +8,15 @@ to the last stable offset (LSO: the first offset of the oldest transaction still
 partition, else the high watermark) and also returns the transactions aborted in the range, so
 the reader can drop their batches (Kafka's fetch does the same; see ``committed_filter``).
 
-Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attributes).
+The :class:`LogReader` is one collaborator of :class:`~logstore.log.partition_log.PartitionLog`;
+it reads through the partition's :class:`~logstore.log.segment_set.SegmentSet`, and below the
+first local segment through the partition's remote view (tiered storage).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,14 +28,12 @@ from logstore.errors import (
     StorageError,
 )
 from logstore.log.producer_state import AbortedTxn, ProducerEntry
+from logstore.log.segment_set import MAX_RETRIES, SegmentSet
 from logstore.types import IsolationLevel, OffsetAndTimestamp
 
 if TYPE_CHECKING:
-    from logstore.log.partition_log import PartitionLog
-    from logstore.log.segment import Segment
+    from logstore.log.tiering import RemoteView
     from logstore.tier.remote_storage import RemoteRead
-
-_MAX_RETRIES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,63 +55,52 @@ class ReadResult:
         return b"".join(self.batches)
 
 
-class ReadMixin:
-    """Reading and offset queries."""
+class LogReader:
+    """Reads and offset queries of one partition. Thread-safe."""
 
-    def tail_offsets(self: PartitionLog) -> tuple[int, int]:
+    def __init__(self, segments: SegmentSet, *, remote: Callable[[], RemoteView | None]) -> None:
+        self._segments = segments
+        self._remote = remote
+
+    def __repr__(self) -> str:
+        return repr(self._segments)
+
+    def tail_offsets(self) -> tuple[int, int]:
         """(log end offset, last stable offset), read together from the active segment."""
-        self._check_generation()
-        for _ in range(_MAX_RETRIES):
-            base, segment = self._last_segment()
-            with segment.lock, segment.read_transaction() as state:
-                unstable = segment.first_unstable_offset()
-            log_end = state.log_end_offset
-            stable = log_end if unstable is None else min(unstable, log_end)
-            if not state.sealed:
-                return log_end, stable
-            self._rescan()
-            with self._meta_lock:
-                if self._bases[-1] == base:
+        segments = self._segments
+        segments.check_generation()
+
+        def attempt() -> tuple[int, int]:
+            for _ in range(MAX_RETRIES):
+                base = segments.last_base()
+                with segments.reading(base) as (segment, state):
+                    unstable = segment.first_unstable_offset()
+                log_end = state.log_end_offset
+                stable = log_end if unstable is None else min(unstable, log_end)
+                if not state.sealed or segments.last_base() == base:
                     # Sealed, successor not created yet: a roll in progress, or a crash in
                     # between. Its producer state is final, so the stable offset holds.
                     return log_end, stable
-        raise StorageError(f"{self}: segment list keeps changing")
+            raise StorageError(f"{self}: segment list keeps changing")
 
-    def producer_states(self: PartitionLog) -> dict[int, ProducerEntry]:
+        return segments.retrying(attempt)
+
+    def producer_states(self) -> dict[int, ProducerEntry]:
         """The state of every producer that wrote to this partition (from the active segment)."""
-        _, segment = self._last_segment()
-        with segment.lock, segment.read_transaction():
-            return segment.producers()
+        segments = self._segments
 
-    def _last_segment(self: PartitionLog) -> tuple[int, Segment]:
-        """The base offset and reader of the highest segment (rescanning while files vanish)."""
-        for _ in range(_MAX_RETRIES):
-            with self._meta_lock:
-                if not self._bases:
-                    self._rescan_unlocked()
-                base = self._bases[-1]
-            try:
-                return base, self._reader(base)
-            except FileNotFoundError:
-                self._rescan()
-        raise StorageError(f"{self}: segment list keeps changing")
+        def attempt() -> dict[int, ProducerEntry]:
+            with segments.reading(segments.last_base()) as (segment, _):
+                return segment.producers()
 
-    def log_end_offset(self: PartitionLog) -> int:
+        return segments.retrying(attempt)
+
+    def log_end_offset(self) -> int:
         """One past the last offset appended (by any process)."""
         return self.tail_offsets()[0]
 
-    @property
-    def high_watermark(self: PartitionLog) -> int:
-        """Equal to the log end offset until replication exists."""
-        return self.log_end_offset()
-
-    @property
-    def last_stable_offset(self: PartitionLog) -> int:
-        """The first offset of the oldest open transaction, else the high watermark."""
-        return self.tail_offsets()[1]
-
     def read(
-        self: PartitionLog,
+        self,
         offset: int,
         *,
         max_bytes: int,
@@ -125,8 +114,9 @@ class ReadMixin:
         Raises OffsetOutOfRangeError if ``offset`` is below the log start offset or above the
         log end offset.
         """
+        segments = self._segments
         log_end, stable = self.tail_offsets()
-        log_start = self._state.get().log_start_offset
+        log_start = segments.state.get().log_start_offset
         if offset < log_start or offset > log_end:
             raise OffsetOutOfRangeError(
                 f"offset {offset} is out of range for {self} [{log_start}, {log_end}]",
@@ -143,13 +133,13 @@ class ReadMixin:
         vanished = 0
         remote_reads = 0
         while (position < end and total < max_bytes) or (position < end and not batches):
-            if position < self.first_local_offset():
+            if position < segments.first_base():
                 remote_got = self._read_remote(position, max_bytes - total, end, not batches)
                 remote_reads += 1
                 if remote_got is None:  # deleted by retention meanwhile; the log start moved
                     if batches:
                         break
-                    log_start = self._state.get().log_start_offset
+                    log_start = segments.state.get().log_start_offset
                     raise OffsetOutOfRangeError(
                         f"offset {position} was deleted from {self} (log start {log_start})",
                         offset=position, log_start_offset=log_start, log_end_offset=log_end)
@@ -159,19 +149,20 @@ class ReadMixin:
                 # Unlike Kafka's remote fetch (one remote segment per fetch), a read goes on
                 # into the next segment, remote or local, so it returns exactly the bytes a
                 # local read would have.
-                if not remote_got.segment_end or remote_reads > _MAX_RETRIES:
+                if not remote_got.segment_end or remote_reads > MAX_RETRIES:
                     break
                 continue
-            base = self._segment_base_for(position)
-            if base is None:
-                break
+            base = segments.base_for(position)
             try:
-                segment = self._reader(base)
-            except FileNotFoundError:
+                with segments.reading(base) as (segment, state):
+                    got, size, next_position, limited = segment.read_from(
+                        position, max_bytes=max_bytes - total, end_offset=end,
+                        first=not batches)
+            except FileNotFoundError as exc:
                 # Deleted under us by retention, or merged into its predecessor by the log
-                # cleaner, in another process: look again.
-                self._rescan()
-                log_start = self._state.get().log_start_offset
+                # cleaner, in another process (it is no longer listed): look again.
+                segments.raise_if_listed(exc)
+                log_start = segments.state.get().log_start_offset
                 if position < log_start:
                     if batches:
                         break
@@ -180,13 +171,13 @@ class ReadMixin:
                         offset=position, log_start_offset=log_start, log_end_offset=log_end,
                     ) from None
                 vanished += 1
-                if vanished > _MAX_RETRIES:
+                if vanished > MAX_RETRIES:
                     raise StorageError(f"{self}: segment list keeps changing") from None
                 continue
-            with segment.lock, segment.read_transaction() as state:
-                got, size, next_position, limited = segment.read_from(
-                    position, max_bytes=max_bytes - total, end_offset=end, first=not batches
-                )
+            except StorageError:
+                if batches:  # return what was read; the next read starts at the damage
+                    break
+                raise
             batches.extend(got)
             total += size
             if got:
@@ -195,24 +186,32 @@ class ReadMixin:
                 break
             if not state.sealed or state.next_offset is None or state.next_offset < 0:
                 break
-            position = max(position, state.next_offset)
+            following = max(position, state.next_offset)
+            if not got and following < end and segments.base_for(following) == base:
+                # Nothing left here, and no listed segment starts where this one says the
+                # next one does: offsets are missing. Report them rather than spin.
+                if batches:
+                    break
+                raise segments.hole_error(following, segments.next_base(base))
+            position = following
+        remote = self._remote()
         if committed and batches:
             aborted = self._aborted_between(offset, position, stable)
-            if remote_reads and self.remote is not None:
-                aborted = sorted(set(aborted) | set(self.remote.aborted_between(offset, position)),
+            if remote_reads and remote is not None:
+                aborted = sorted(set(aborted) | set(remote.aborted_between(offset, position)),
                                  key=lambda a: (a.first_offset, a.last_offset))
         return ReadResult(batches, total, log_start, log_end, log_end, stable, tuple(aborted))
 
     def _read_remote(
-        self: PartitionLog, position: int, max_bytes: int, end: int, first: bool
+        self, position: int, max_bytes: int, end: int, first: bool
     ) -> RemoteRead | None:
         """Read below the first local offset from the remote segments; None when the offset
         was deleted meanwhile (it is below the log start offset now)."""
-        remote = self.remote
+        remote = self._remote()
         if remote is None:
             raise RemoteStorageError(
                 f"offset {position} of {self} is in remote storage (the first local offset is "
-                f"{self.first_local_offset()}): open the log with an object store to read it "
+                f"{self._segments.first_base()}): open the log with an object store to read it "
                 "(object_store_url=, or --object-store / LOGSTORE_OBJECT_STORE in the CLI)")
         error: LogstoreError | None = None
         for _ in range(3):
@@ -222,74 +221,52 @@ class ReadMixin:
                 # Deleted by total retention in another process, or tiered segments not yet
                 # in this process's manifest view: look again before deciding.
                 error = exc
-                if position < self._state.get().log_start_offset:
+                if position < self._segments.state.get().log_start_offset:
                     return None
         raise error if error is not None else StorageError(f"{self}: remote read failed")
 
-    def _aborted_between(self: PartitionLog, start: int, end: int, stable: int) -> list[AbortedTxn]:
+    def _aborted_between(self, start: int, end: int, stable: int) -> list[AbortedTxn]:
         """Aborted transactions with data in [start, end): their markers lie at or after
-        ``start`` and (being stable) before ``stable``, in any segment from ``start`` on."""
-        for _ in range(_MAX_RETRIES):
-            found = self._aborted_in_segments(start, end, stable)
-            if found is not None:
-                return found
-            # A segment vanished: retention deleted it (nothing of [start, end) is left in
-            # it) or the log cleaner merged it into its predecessor. Look again.
-            self._rescan()
-        raise StorageError(f"{self}: segment list keeps changing")
+        ``start`` and (being stable) before ``stable``, in any segment from ``start`` on.
+        A segment that vanished meanwhile was deleted by retention (nothing of [start, end)
+        is left in it) or merged into its predecessor by the log cleaner: look again."""
+        segments = self._segments
 
-    def _aborted_in_segments(
-        self: PartitionLog, start: int, end: int, stable: int
-    ) -> list[AbortedTxn] | None:
-        """One pass of :meth:`_aborted_between`; None if a segment vanished meanwhile."""
-        with self._meta_lock:
-            bases = [b for b in self._bases if b <= stable]
-        first = bisect.bisect_right(bases, start) - 1
-        found: list[AbortedTxn] = []
-        for base in bases[max(first, 0):]:
-            try:
-                segment = self._reader(base)
-            except FileNotFoundError:
-                return None
-            with segment.lock, segment.read_transaction():
-                found.extend(segment.aborted_between(start, end))
-        return sorted(found, key=lambda a: a.first_offset)
+        def attempt() -> list[AbortedTxn]:
+            bases = [b for b in segments.bases() if b <= stable]
+            first = bisect.bisect_right(bases, start) - 1
+            found: list[AbortedTxn] = []
+            for base in bases[max(first, 0):]:
+                with segments.reading(base) as (segment, _):
+                    found.extend(segment.aborted_between(start, end))
+            return sorted(found, key=lambda a: a.first_offset)
 
-    def _segment_base_for(self: PartitionLog, offset: int) -> int | None:
-        with self._meta_lock:
-            if not self._bases:
-                self._rescan_unlocked()
-            index = bisect.bisect_right(self._bases, offset) - 1
-            if index < 0:
-                return self._bases[0] if self._bases else None
-            return self._bases[index]
+        return segments.retrying(attempt)
 
-    def offset_for_timestamp(self: PartitionLog, timestamp_ms: int) -> OffsetAndTimestamp | None:
+    def offset_for_timestamp(self, timestamp_ms: int) -> OffsetAndTimestamp | None:
         """The earliest offset whose record timestamp is >= ``timestamp_ms`` (None if none)."""
         from logstore.records.reader import decode_batch
 
-        self._check_generation()
-        log_start = self._state.get().log_start_offset
-        if self.remote is not None:
-            found = self.remote.offset_for_timestamp(
-                timestamp_ms, below=self.first_local_offset(), log_start=log_start)
+        segments = self._segments
+        segments.check_generation()
+        log_start = segments.state.get().log_start_offset
+        remote = self._remote()
+        if remote is not None:
+            found = remote.offset_for_timestamp(
+                timestamp_ms, below=segments.first_base(), log_start=log_start)
             if found is not None:
                 return found
-        with self._meta_lock:
-            bases = list(self._bases)
-        for base in bases:
+        for base in segments.bases():
             try:
-                state = self._segment_state(base)
-                if state.max_timestamp < timestamp_ms:
+                if segments.state_of(base).max_timestamp < timestamp_ms:
                     continue
-                segment = self._reader(base)
+                with segments.reading(base) as (segment, _):
+                    batch = segment.first_batch_at_or_after_time(timestamp_ms)
             except FileNotFoundError:
                 continue
-            with segment.lock, segment.read_transaction():
-                found = segment.first_batch_at_or_after_time(timestamp_ms)
-            if found is None:
+            if batch is None:
                 continue
-            _, records = decode_batch(found[1], verify_crc=False, min_offset=log_start)
+            _, records = decode_batch(batch[1], verify_crc=False, min_offset=log_start)
             for record in records:
                 if record.timestamp_ms >= timestamp_ms:
                     return OffsetAndTimestamp(record.offset, record.timestamp_ms)

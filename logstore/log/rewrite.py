@@ -24,7 +24,9 @@ producers append and consumers in other processes read:
 * Afterwards the target is vacuumed when much of it is free pages, so compaction gives disk
   space back.
 
-Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attributes).
+:class:`SegmentRewriter` is a collaborator of :class:`~logstore.log.partition_log.PartitionLog`
+over its :class:`~logstore.log.segment_set.SegmentSet`. Thread-safe, but one rewrite at a time
+per partition and process.
 """
 
 from __future__ import annotations
@@ -33,16 +35,13 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from logstore.errors import InvalidArgumentError, StorageError
 from logstore.log.partition_state import MergeIntent
 from logstore.log.producer_state import AbortedTxn
-from logstore.log.segment import BatchRow, Segment, SegmentState, segment_file_name
+from logstore.log.segment import BatchRow, Segment, SegmentState
+from logstore.log.segment_set import SegmentSet
 from logstore.records.header import parse_header
-
-if TYPE_CHECKING:
-    from logstore.log.partition_log import PartitionLog
 
 #: Rows read per query from the target segment while rewriting it (batches are at most
 #: max.message.bytes each, so this bounds the memory a rewrite holds at once).
@@ -73,7 +72,7 @@ class LogLayout:
 
 @dataclass(frozen=True, slots=True)
 class RewriteResult:
-    """What :meth:`RewriteMixin.rewrite_segments` did."""
+    """What :meth:`SegmentRewriter.rewrite_segments` did."""
 
     applied: bool
     """False: the partition changed under the cleaner (nothing was written)."""
@@ -86,73 +85,75 @@ class RewriteResult:
     segments_merged: int
 
 
-class RewriteMixin:
+class SegmentRewriter:
     """In-place segment rewriting for the log cleaner."""
 
-    def layout(self: PartitionLog) -> LogLayout:
+    def __init__(
+        self, segments: SegmentSet, *, tail_offsets: Callable[[], tuple[int, int]]
+    ) -> None:
+        self._segments = segments
+        self._tail_offsets = tail_offsets
+
+    def __repr__(self) -> str:
+        return repr(self._segments)
+
+    def layout(self) -> LogLayout:
         """Generation, offsets and every segment's summary (fresh, not from caches)."""
-        self._check_generation()
-        generation = self._state.get().generation
-        log_end, stable = self.tail_offsets()
-        for _ in range(100):
-            bases = self.segment_bases()
-            try:
-                states = tuple(self._fresh_state(base) for base in bases)
-            except FileNotFoundError:
-                continue  # retention or a merge unlinked one: look again
-            return LogLayout(generation, self._state.get().log_start_offset, log_end, stable,
-                             states)
-        raise StorageError(f"{self}: segment list keeps changing")
+        segments = self._segments
+        segments.check_generation()
+        generation = segments.state.get().generation
+        log_end, stable = self._tail_offsets()
 
-    def _fresh_state(self: PartitionLog, base: int) -> SegmentState:
-        segment = self._reader(base)
-        with segment.lock:
-            return segment.state()
+        def attempt() -> LogLayout:
+            states = tuple(segments.fresh_state(base) for base in segments.bases())
+            return LogLayout(generation, segments.state.get().log_start_offset, log_end,
+                             stable, states)
 
-    def iter_batches(self: PartitionLog, base: int) -> Iterator[tuple[int, bytes]]:
+        return segments.retrying(attempt)
+
+    def iter_batches(self, base: int) -> Iterator[tuple[int, bytes]]:
         """Every (base offset, data) of one segment, in order, from one snapshot.
 
         Uses a connection of its own, held until the iterator is exhausted or closed. Raises
         FileNotFoundError if the segment is gone.
         """
-        segment = Segment.open(self.directory / segment_file_name(base))
+        segment = self._segments.open_own(base)
         try:
             with segment.read_transaction():
                 yield from segment.iter_rows()
         finally:
             segment.close()
 
-    def aborted_transactions(self: PartitionLog, from_offset: int) -> list[AbortedTxn]:
+    def aborted_transactions(self, from_offset: int) -> list[AbortedTxn]:
         """Every aborted transaction whose ABORT marker is at or after ``from_offset``, from all
         segments, ordered by first offset."""
-        for _ in range(100):
+        segments = self._segments
+
+        def attempt() -> list[AbortedTxn]:
             found: list[AbortedTxn] = []
-            try:
-                for base in self.segment_bases():
-                    segment = self._reader(base)
-                    with segment.lock, segment.read_transaction():
-                        found.extend(a for a in segment.all_aborted()
-                                     if a.last_offset >= from_offset)
-            except FileNotFoundError:
-                continue
+            for base in segments.bases():
+                with segments.reading(base) as (segment, _):
+                    found.extend(a for a in segment.all_aborted()
+                                 if a.last_offset >= from_offset)
             return sorted(set(found), key=lambda a: (a.first_offset, a.last_offset))
-        raise StorageError(f"{self}: segment list keeps changing")
 
-    def finish_pending_merge(self: PartitionLog) -> None:
+        return segments.retrying(attempt)
+
+    def finish_pending_merge(self) -> None:
         """Complete or forget a merge a crashed cleaner left behind (see the module docstring)."""
-        if self._state.get().merge_intent is None:
+        if self._segments.state.get().merge_intent is None:
             return
-        with self._lock.hold():
-            self._resolve_merge_intent_locked()
-        self._reset_caches()
+        with self._segments.lock.hold():
+            self.resolve_merge_intent_locked()
+        self._segments.reset()
 
-    def _resolve_merge_intent_locked(self: PartitionLog) -> None:
-        intent = self._state.get().merge_intent
+    def resolve_merge_intent_locked(self) -> None:
+        intent = self._segments.state.get().merge_intent
         if intent is None:
             return
         covered = False
         try:
-            target = Segment.open(self.directory / segment_file_name(intent.target))
+            target = self._segments.open_own(intent.target)
         except FileNotFoundError:
             target = None
         if target is not None:
@@ -163,12 +164,16 @@ class RewriteMixin:
             covered = (state.sealed and state.next_offset is not None
                        and all(state.next_offset > base for base in intent.merged))
         if covered:
+            # Unlisted (with the intent cleared) before the files go: a crash in between
+            # leaves unlisted files, which the next open removes.
+            self._segments.state.finish_rewrite(removed=intent.merged)
             for base in intent.merged:
-                self._unlink_segment(base)
-        self._state.finish_rewrite()
+                self._segments.remove_files(base)
+        else:
+            self._segments.state.finish_rewrite()
 
     def rewrite_segments(
-        self: PartitionLog,
+        self,
         bases: Sequence[int],
         rewrite: BatchRewrite,
         *,
@@ -187,7 +192,7 @@ class RewriteMixin:
         bases = list(bases)
         if not bases:
             raise InvalidArgumentError("rewrite_segments needs at least one segment")
-        current = self.segment_bases()
+        current = self._segments.bases()
         if bases[0] not in current:
             return self._not_applied()
         start = current.index(bases[0])
@@ -196,13 +201,13 @@ class RewriteMixin:
                 return self._not_applied()
             raise InvalidArgumentError(
                 f"{bases} are not consecutive sealed segments of {self} ({current})")
-        paths = [self.directory / segment_file_name(b) for b in bases]
+        paths = [self._segments.path(b) for b in bases]
         segments: list[Segment] = []
         try:
             inodes: list[int] = []
-            for path in paths:
+            for base, path in zip(bases, paths, strict=True):
                 try:
-                    segments.append(Segment.open(path))
+                    segments.append(self._segments.open_own(base))
                     inodes.append(os.stat(path).st_ino)
                 except FileNotFoundError:
                     return self._not_applied()
@@ -212,11 +217,11 @@ class RewriteMixin:
             for segment in segments:
                 segment.close()
 
-    def _not_applied(self: PartitionLog) -> RewriteResult:
-        return RewriteResult(False, self._state.get().generation, 0, 0, 0, 0, 0)
+    def _not_applied(self) -> RewriteResult:
+        return RewriteResult(False, self._segments.state.get().generation, 0, 0, 0, 0, 0)
 
     def _rewrite_group(
-        self: PartitionLog,
+        self,
         segments: list[Segment],
         paths: list[Path],
         inodes: list[int],
@@ -296,15 +301,15 @@ class RewriteMixin:
             if not merged and not removed and not rewritten and aborted == original_aborted:
                 target.rollback()
                 return RewriteResult(True, expected_generation, before, before, 0, 0, 0)
-            with self._lock.hold():
-                row = self._state.get()
+            with self._segments.lock.hold():
+                row = self._segments.state.get()
                 if (row.generation != expected_generation or row.truncating_to is not None
                         or row.merge_intent is not None
                         or not _same_files(paths, inodes)):
                     target.rollback()
                     return self._not_applied()
                 if merged:
-                    self._state.begin_merge(MergeIntent(
+                    self._segments.state.begin_merge(MergeIntent(
                         target.base_offset, tuple(s.base_offset for s in merged)))
                 try:
                     target.commit()
@@ -312,15 +317,15 @@ class RewriteMixin:
                 finally:
                     # Unlinks the merged files if the commit made the target cover them.
                     if merged:
-                        self._resolve_merge_intent_locked()
+                        self.resolve_merge_intent_locked()
                     else:
-                        self._state.finish_rewrite()
-                generation = self._state.get().generation
+                        self._segments.state.finish_rewrite()
+                generation = self._segments.state.get().generation
         except BaseException:
             if not committed:
                 target.rollback()
             raise
-        self._reset_caches()
+        self._segments.reset()
         _shrink(target)
         return RewriteResult(True, generation, before, after.size_bytes, removed, rewritten,
                              len(merged))

@@ -52,11 +52,13 @@ from pathlib import Path
 
 import apsw
 
-from logstore.errors import StorageError
+from logstore.errors import CorruptFileError, StorageError
+from logstore.log.handles import SQLITE_CONNECTION_FILES, FileBudget
 from logstore.log.producer_state import AbortedTxn, ProducerEntry
 from logstore.log.sqlite_file import (
     BUSY_TIMEOUT_MS,
     create_atomically,
+    open_connection,
     set_persist_wal,
     translate,
 )
@@ -187,17 +189,19 @@ class Segment:
         self._conn = conn
         self._synchronous: str | None = None
         self._closed = False
+        self._budget: FileBudget | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
     @classmethod
     def create(
         cls, directory: Path, base_offset: int, *, created_ms: int,
-        producers: Sequence[ProducerEntry] = (),
+        producers: Sequence[ProducerEntry] = (), sync_dir: bool = True,
     ) -> Path:
         """Create the segment file for ``base_offset`` in ``directory`` unless it exists
         (atomic and idempotent across processes: see ``sqlite_file``), starting with the given
-        producer state (the predecessor's final state)."""
+        producer state (the predecessor's final state). ``sync_dir=False``: the caller fsyncs
+        the directory."""
         final = directory / segment_file_name(base_offset)
 
         def initialize(conn: apsw.Connection) -> None:
@@ -210,43 +214,49 @@ class Segment:
             for table in ("producers", "producer_snapshot"):
                 conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", rows)
 
-        create_atomically(final, initialize)
+        create_atomically(final, initialize, sync_dir=sync_dir)
         return final
 
     @classmethod
-    def open(cls, path: Path) -> Segment:
-        """Open an existing segment (never creates one). Raises FileNotFoundError if missing."""
+    def open(cls, path: Path, *, budget: FileBudget | None = None) -> Segment:
+        """Open an existing segment (never creates one). Raises FileNotFoundError if missing.
+
+        With a ``budget`` the connection counts against it, and the budget may close it while
+        it is idle (its ``lock`` not held): users check :attr:`closed` after taking the lock.
+        """
         base_offset = parse_segment_file_name(path.name)
         if base_offset is None:
             raise StorageError(f"{path} is not a segment file name")
-        try:
-            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
-        except apsw.CantOpenError:
-            if not path.exists():
-                raise FileNotFoundError(path) from None
-            raise
-        except apsw.Error as exc:
-            raise translate(exc, f"opening segment {path}") from exc
+        conn = open_connection(path, what="segment")
         try:
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
             set_persist_wal(conn)
+            # Closing must be cheap (the file budget closes idle connections all the time):
+            # no checkpoint (and fsync) on close. The active segment's writer checkpoints as it
+            # goes (wal_autocheckpoint) and a segment is checkpointed when it is sealed.
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
             app_id = conn.execute("PRAGMA application_id").get
             version = conn.execute("PRAGMA user_version").get
         except apsw.Error as exc:
+            error = translate(exc, f"opening segment {path}")  # before closing: EMFILE shows
             conn.close()
             if not path.exists():
                 # Unlinked by another process (retention, a merge) between the connect and the
                 # first read: SQLite then fails to fstat it (SQLITE_IOERR_FSTAT). Callers treat
                 # a vanished segment as FileNotFoundError and look again.
                 raise FileNotFoundError(path) from exc
-            raise translate(exc, f"opening segment {path}") from exc
+            raise error from exc
         if app_id != APPLICATION_ID or version != FORMAT_VERSION:
             conn.close()
-            raise StorageError(
+            raise CorruptFileError(
                 f"{path} is not a logstore segment of format {FORMAT_VERSION} "
                 f"(application_id={app_id:#x}, user_version={version})"
             )
-        return cls(path, base_offset, conn)
+        segment = cls(path, base_offset, conn)
+        if budget is not None:
+            segment._budget = budget
+            budget.opened(segment, SQLITE_CONNECTION_FILES)
+        return segment
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -256,6 +266,24 @@ class Segment:
                 self._conn.close()
             except apsw.Error:
                 pass
+            if self._budget is not None:
+                self._budget.closed(self)
+
+    def try_close_idle(self) -> bool:
+        """Close the connection unless a thread holds :attr:`lock` (the file budget's
+        eviction); True if it is closed now."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            self.close()
+        finally:
+            self.lock.release()
+        return True
+
+    def touch(self) -> None:
+        """Tell the file budget this connection was just used (LRU order)."""
+        if self._budget is not None:
+            self._budget.used(self)
 
     @property
     def closed(self) -> bool:
@@ -332,7 +360,7 @@ class Segment:
             "last_offset FROM segment WHERE id = 0"
         ).fetchone()
         if row is None:
-            raise StorageError(f"segment {self.path} has no state row")
+            raise CorruptFileError(f"segment {self.path} has no state row")
         return SegmentState(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
 
     def state(self) -> SegmentState:
@@ -620,6 +648,21 @@ class Segment:
         except apsw.Error as exc:
             raise translate(exc, f"rewriting {self.path}") from exc
         self.add_aborted(aborted)
+
+    def quick_check(self) -> str:
+        """SQLite's ``PRAGMA quick_check``: "ok", or what is wrong (inside a transaction)."""
+        try:
+            rows = [row[0] for row in self._conn.execute("PRAGMA quick_check")]
+        except apsw.Error as exc:
+            raise translate(exc, f"checking {self.path}") from exc
+        return "ok" if rows == ["ok"] else "; ".join(str(r) for r in rows[:5])
+
+    def iter_batch_rows(self) -> Iterator[tuple[int, int, int, bytes]]:
+        """Every (base offset, last offset, record count, data) row in offset order, streamed
+        (inside a transaction; apsw errors propagate, for the checker to report)."""
+        yield from self._conn.execute(
+            "SELECT base_offset, last_offset, record_count, data FROM batches "
+            "ORDER BY base_offset")
 
     def set_autocheckpoint(self, pages: int) -> None:
         """SQLite's ``wal_autocheckpoint`` for this connection (0 disables it, so a big

@@ -18,23 +18,27 @@ attached as ``PartitionLog.remote``) and local segments. Invariants:
 * Reading a segment for upload uses a connection of its own and one read snapshot, so the
   upload sees one consistent version of the segment even if the log cleaner rewrites it.
 
-Part of :class:`~logstore.log.partition_log.PartitionLog` (a mixin over its attributes).
+:class:`LocalTiering` is a collaborator of :class:`~logstore.log.partition_log.PartitionLog`
+over its :class:`~logstore.log.segment_set.SegmentSet`; it also holds the partition's remote
+view. Thread-safe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from logstore.clock import Clock
+from logstore.config import TopicConfig
 from logstore.log.cleanup import expired_prefix
 from logstore.log.producer_state import AbortedTxn
-from logstore.log.segment import Segment, SegmentState, segment_file_name
+from logstore.log.segment import SegmentState
+from logstore.log.segment_set import SegmentSet
 from logstore.types import OffsetAndTimestamp, RetentionReport
 
 if TYPE_CHECKING:
-    from logstore.log.partition_log import PartitionLog
     from logstore.tier.remote_storage import RemoteRead
 
 
@@ -77,27 +81,37 @@ class SegmentExport:
     aborted: Sequence[AbortedTxn]
 
 
-class TieringMixin:
-    """Local/remote boundary, export for the tierer, local and total retention."""
+class LocalTiering:
+    """The local/remote boundary, export for the tierer, local and total retention."""
 
-    remote: RemoteView | None = None
+    def __init__(
+        self,
+        segments: SegmentSet,
+        *,
+        topic: str,
+        partition: int,
+        config: Callable[[], TopicConfig],
+        clock: Clock,
+    ) -> None:
+        self._segments = segments
+        self._topic = topic
+        self._partition = partition
+        self._config = config
+        self._clock = clock
+        self.remote: RemoteView | None = None
 
-    def attach_remote(self: PartitionLog, remote: RemoteView | None) -> None:
-        """Serve offsets below the first local segment from ``remote`` (None: nobody can)."""
-        self.remote = remote
+    def __repr__(self) -> str:
+        return repr(self._segments)
 
-    def first_local_offset(self: PartitionLog) -> int:
+    def first_local_offset(self) -> int:
         """The base offset of the lowest local segment (as last scanned)."""
-        with self._meta_lock:
-            if not self._bases:
-                self._rescan_unlocked()
-            return self._bases[0]
+        return self._segments.first_base()
 
     @contextmanager
-    def export_segment(self: PartitionLog, base: int) -> Iterator[SegmentExport]:
+    def export_segment(self, base: int) -> Iterator[SegmentExport]:
         """Read a segment for upload: its summary, its rows and its aborted transactions,
         all from one snapshot of a connection of its own. Raises FileNotFoundError if gone."""
-        segment = Segment.open(self.directory / segment_file_name(base))
+        segment = self._segments.open_own(base)
         try:
             with segment.read_transaction() as state:
                 aborted = segment.all_aborted()
@@ -105,15 +119,16 @@ class TieringMixin:
         finally:
             segment.close()
 
-    def enforce_local_retention(self: PartitionLog, tiered_end: int | None) -> RetentionReport:
+    def enforce_local_retention(self, tiered_end: int | None) -> RetentionReport:
         """Delete local copies of tiered segments past ``local.retention.ms`` /
         ``local.retention.bytes`` (oldest first, only sealed segments wholly below
         ``tiered_end``). The log start offset does not move."""
+        segments = self._segments
         config = self._config()
         deleted = bytes_deleted = 0
         if tiered_end is not None:
-            with self._lock.hold():
-                states = self._sealed_states_locked()
+            with segments.lock.hold():
+                states = segments.sealed_states()
                 tiered = 0
                 while (tiered < len(states) and states[tiered].next_offset is not None
                        and 0 <= states[tiered].next_offset <= tiered_end):
@@ -123,26 +138,29 @@ class TieringMixin:
                     now_ms=self._clock.time_ms(),
                     retention_ms=config.effective_local_retention_ms,
                     retention_bytes=config.effective_local_retention_bytes,
-                    extra_bytes=self._active_size(), limit=tiered)
-                for state in states[:count]:
-                    self._unlink_segment(state.base_offset)
-                    deleted += 1
-                    bytes_deleted += state.size_bytes
-                if deleted:
-                    self._rescan()
-        return RetentionReport(self.topic, self.partition, deleted, bytes_deleted,
-                               self._state.get().log_start_offset)
+                    extra_bytes=segments.active_size(), limit=tiered)
+                segments.unlink(state.base_offset for state in states[:count])
+                deleted = count
+                bytes_deleted = sum(state.size_bytes for state in states[:count])
+        return RetentionReport(self._topic, self._partition, deleted, bytes_deleted,
+                               segments.state.get().log_start_offset)
 
-    def _enforce_total_retention(self: PartitionLog, remote: RemoteView) -> RetentionReport:
+    def enforce_total_retention(self) -> RetentionReport:
         """``retention.ms`` / ``retention.bytes`` over remote and local segments (see the
-        module docstring), then local retention."""
+        module docstring), then local retention. Without a remote view nothing can be decided
+        (remote bytes count, and only tiered copies may go locally): everything is kept."""
+        segments = self._segments
+        remote = self.remote
+        if remote is None:
+            return RetentionReport(self._topic, self._partition, 0, 0,
+                                   segments.state.get().log_start_offset)
         config = self._config()
         deleted = bytes_deleted = 0
         tiered_end = remote.tiered_end()
         if config.deletes:
-            with self._lock.hold():
-                states = self._sealed_states_locked()
-                log_start = self._state.get().log_start_offset
+            with segments.lock.hold():
+                states = segments.sealed_states()
+                log_start = segments.state.get().log_start_offset
                 units = [u for u in remote.retention_units() if u[0] > log_start]
                 for state in states:
                     if state.next_offset is None or state.next_offset < 0:
@@ -153,16 +171,17 @@ class TieringMixin:
                 count = expired_prefix(
                     [(u[1], u[2]) for u in units], now_ms=self._clock.time_ms(),
                     retention_ms=config.retention_ms, retention_bytes=config.retention_bytes,
-                    extra_bytes=self._active_size())
+                    extra_bytes=segments.active_size())
                 if count:
-                    self._state.advance_log_start(units[count - 1][0])
-                deleted, bytes_deleted = self._delete_segments_below(
-                    self._state.get().log_start_offset)
+                    segments.state.advance_log_start(units[count - 1][0])
+                deleted, bytes_deleted = segments.delete_below(
+                    segments.state.get().log_start_offset)
         # Remote deletions need no lock: the log start offset is already durable, so nothing
         # below it is readable whatever a crash leaves behind.
-        remote_deleted, remote_bytes = remote.delete_below(self._state.get().log_start_offset)
+        remote_deleted, remote_bytes = remote.delete_below(segments.state.get().log_start_offset)
         local = self.enforce_local_retention(tiered_end)
         return RetentionReport(
-            self.topic, self.partition, deleted + remote_deleted + local.segments_deleted,
+            self._topic, self._partition, deleted + remote_deleted + local.segments_deleted,
             bytes_deleted + remote_bytes + local.bytes_deleted,
-            self._state.get().log_start_offset)
+            segments.state.get().log_start_offset)
+

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import logstore
-from logstore.log.partition_log import PartitionLog
+from logstore.log.partition_state import PartitionState
 from logstore.log.segment import Segment
+from logstore.log.segment_set import SegmentSet
 
 
 class Crash(Exception):
@@ -37,19 +38,23 @@ def reopen(log: logstore.Log) -> logstore.Log:
     return logstore.open(path, metadata_url=url, clock=clock, maintenance_interval_ms=None)
 
 
-def test_death_after_the_commit_and_before_the_unlinks(clog, kit, monkeypatch):
+@pytest.mark.parametrize("where", [
+    (PartitionState, "finish_rewrite"),  # committed; the intent is still recorded
+    (SegmentSet, "remove_files"),  # committed and unlisted; the files are still there
+], ids=["before-unlisting", "before-unlinking"])
+def test_death_after_the_commit_and_before_the_unlinks(clog, kit, monkeypatch, where):
     before = fill(clog, kit)
     segments_before = files(clog)
 
-    def crash(self: PartitionLog, base: int) -> None:
+    def crash(self: object, *args: object, **kwargs: object) -> None:
         raise Crash
 
-    monkeypatch.setattr(PartitionLog, "_unlink_segment", crash)
+    monkeypatch.setattr(*where, crash)
     with pytest.raises(Crash):
         clog.compact()
     monkeypatch.undo()
     assert files(clog) == segments_before  # merged files still there, next to their target
-    log = reopen(clog)  # opening finds the intent: the target covers them, so unlink them
+    log = reopen(clog)  # opening finishes: the target covers them, so they go
     try:
         assert len(files(log)) < len(segments_before)
         layout = log.partition_log("c", 0).layout()

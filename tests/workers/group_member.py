@@ -12,6 +12,7 @@ across processes):
     V <t> <p,p,...>          partitions revoked
     L <t> <p,p,...>          partitions lost
     R <t> <partition> <offset> <value>     a record processed
+    c <t> <partition>:<offset>,...          a commit of these offsets is about to be attempted
     C <t> <partition>:<offset>,...          offsets committed after processing (commit succeeded)
     F <t> <message>                         a commit failed (fenced)
 
@@ -80,10 +81,13 @@ def main() -> None:
             emit("R", time.monotonic(), record.partition, record.offset, record.value.decode())
         if args.process_ms:
             time.sleep(args.process_ms / 1000)
+        positions = ",".join(
+            f"{tp.partition}:{consumer.position(tp)}" for tp in sorted(consumer.assignment()))
+        # A kill between the commit and its "C" line must not look like a lost commit.
+        emit("c", time.monotonic(), positions)
         try:
             consumer.commit()
-            emit("C", time.monotonic(), ",".join(
-                f"{tp.partition}:{consumer.position(tp)}" for tp in sorted(consumer.assignment())))
+            emit("C", time.monotonic(), positions)
         except (CommitFailedError, RebalanceInProgressError) as exc:
             emit("F", time.monotonic(), type(exc).__name__)
     consumer.close()
