@@ -14,6 +14,7 @@ from logstore import (
     _source_tree,  # noqa: F401
     errors,
 )
+from logstore.checkup import PartitionRepair
 from logstore.client.consumer import Consumer
 from logstore.client.futures import RecordFuture
 from logstore.client.group_membership import ConsumerRebalanceListener
@@ -21,6 +22,8 @@ from logstore.client.producer import Producer
 from logstore.clock import Clock, ManualClock, SystemClock
 from logstore.embedded import Log, open
 from logstore.errors import *  # noqa: F403  (the error hierarchy is part of the public API)
+from logstore.log.check import PartitionCheck, Problem, ProblemKind
+from logstore.log.repair import RepairStep
 from logstore.types import (
     AppendResult,
     ConsumerGroupMetadata,
@@ -49,8 +52,9 @@ __all__ = [
     "ConsumerRecord",
     "FetchResult", "GroupDescription", "GroupListing", "Header", "IsolationLevel", "Log",
     "ManualClock", "MemberDescription", "OffsetAndMetadata", "OffsetAndTimestamp",
-    "PartitionDescription", "PartitionLag",
-    "Producer", "RecordFuture", "RecordMetadata", "RetentionReport", "SystemClock",
+    "PartitionCheck", "PartitionDescription", "PartitionLag", "PartitionRepair", "Problem",
+    "ProblemKind", "Producer", "RecordFuture", "RecordMetadata", "RepairStep", "RetentionReport",
+    "SystemClock",
     "TopicDescription", "TopicPartition", "TransactionDescription", "errors", "open",
 ]
 __all__ += errors.__all__

@@ -33,7 +33,13 @@ from logstore.errors import CorruptRecordError, LogstoreError, StorageError
 from logstore.log import doorbell
 from logstore.log.partition_state import STATE_FILE, PartitionState, PartitionStateRow
 from logstore.log.recovery import STRAY_MARKER
-from logstore.log.segment import Segment, SegmentState, parse_segment_file_name, segment_file_name
+from logstore.log.segment import (
+    Segment,
+    SegmentState,
+    parse_segment_file_name,
+    segment_file_name,
+    segment_files,
+)
 from logstore.records.header import validate_batch
 
 
@@ -147,7 +153,7 @@ def check_partition(
         recorded = None
     checkpoint = recorded.log_end_offset if recorded is not None else None
     problems: list[Problem] = []
-    files = _segment_files(directory)
+    files = segment_files(directory, missing_ok=True)
     strays = _stray_files(directory)
     problems.extend(Problem(ProblemKind.STRAY_FILE, str(directory / name),
                             f"{directory / name} was moved aside as foreign (not used)")
@@ -231,14 +237,6 @@ def _read_state(directory: Path) -> PartitionStateRow:
         return state.get()
     finally:
         state.close()
-
-
-def _segment_files(directory: Path) -> list[int]:
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    return sorted(b for b in map(parse_segment_file_name, names) if b is not None)
 
 
 def _stray_files(directory: Path) -> list[str]:

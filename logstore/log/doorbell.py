@@ -50,7 +50,7 @@ import crc32c
 
 from logstore.errors import StorageError
 from logstore.log.handles import FileBudget
-from logstore.log.sqlite_file import translate
+from logstore.log.sqlite_file import fsync_dir, translate
 
 MAGIC = b"LSDB"
 VERSION = 1
@@ -113,7 +113,7 @@ def read_checkpoint(path: Path) -> LogEndCheckpoint | None:
 
 def create(path: Path, checkpoint: LogEndCheckpoint, *, sync: bool = True) -> None:
     """Write a doorbell (replacing any) atomically; laying out a partition ends with this.
-    ``sync=False`` leaves the fsyncs to the caller (:func:`sync_directory` once for many)."""
+    ``sync=False`` leaves the fsyncs to the caller (one fsync of the directory for many)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,19 +126,10 @@ def create(path: Path, checkpoint: LogEndCheckpoint, *, sync: bool = True) -> No
             os.close(fd)
         os.replace(tmp, path)
         if sync:
-            sync_directory(path.parent)
+            fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise translate(exc, f"writing {path}") from exc
-
-
-def sync_directory(directory: Path) -> None:
-    """fsync the doorbells directory (and so the doorbells created in it)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Doorbell:

@@ -54,8 +54,8 @@ from logstore.log.handles import FileBudget, process_budget
 from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
 from logstore.log.partition_state import STATE_FILE, PartitionLock, PartitionState
-from logstore.log.segment import Segment, parse_segment_file_name, segment_file_name
-from logstore.log.sqlite_file import translate
+from logstore.log.segment import Segment, segment_file_name, segment_files
+from logstore.log.sqlite_file import fsync_dir, translate
 from logstore.log.tiering import RemoteView
 
 TOPICS_DIR = "topics"
@@ -125,7 +125,7 @@ class LogManager:
             for partition in partitions:
                 self._lay_out_locked(topic, topic_id, partition, sync=False)
         try:
-            doorbell.sync_directory(self.data_dir / DOORBELLS_DIR)
+            fsync_dir(self.data_dir / DOORBELLS_DIR)
         except OSError as exc:
             raise translate(exc, f"laying out {self.data_dir / DOORBELLS_DIR}") from exc
 
@@ -353,14 +353,6 @@ class LogManager:
             log.close()
 
 
-def _segment_files(directory: Path) -> list[int]:
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    return sorted(b for b in map(parse_segment_file_name, names) if b is not None)
-
-
 def _owner(directory: Path) -> str | None:
     """The topic id a partition directory belongs to (None: no state file)."""
     if not (directory / STATE_FILE).exists():
@@ -391,7 +383,7 @@ def _topic_owner(topic_dir: Path) -> str | None:
 def _holds_records(directory: Path) -> bool:
     """True if any segment file in ``directory`` holds a batch (or cannot be read: then it
     might, and nothing is deleted)."""
-    for base in _segment_files(directory):
+    for base in segment_files(directory, missing_ok=True):
         try:
             segment = Segment.open(directory / segment_file_name(base))
         except FileNotFoundError:

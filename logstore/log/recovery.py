@@ -42,7 +42,7 @@ from logstore.log.cleanup import Truncation
 from logstore.log.doorbell import LogEndCheckpoint
 from logstore.log.partition_state import PartitionState
 from logstore.log.rewrite import SegmentRewriter
-from logstore.log.segment import Segment, parse_segment_file_name
+from logstore.log.segment import Segment, segment_files
 from logstore.log.segment_set import SegmentSet
 from logstore.log.sqlite_file import TEMP_MARKER
 
@@ -78,7 +78,7 @@ def _reconcile(segments: SegmentSet, clock: Clock) -> None:
     row = state.get()
     files = segments.files()
     if not row.segments_listed:
-        list_segment_files(segments.directory, state, created_ms=clock.time_ms())
+        adopt_segment_files(segments.directory, state, created_ms=clock.time_ms())
         return
     listed = list(row.segments)
     if not listed:
@@ -109,12 +109,11 @@ def _reconcile(segments: SegmentSet, clock: Clock) -> None:
         _move_aside(segments, base, clock)
 
 
-def list_segment_files(directory: Path, state: PartitionState, *, created_ms: int) -> None:
+def adopt_segment_files(directory: Path, state: PartitionState, *, created_ms: int) -> None:
     """Make the segment files in ``directory`` the authoritative list (a partition laid out
     by an earlier version, or a layout that was interrupted), creating the first segment at
     the log start offset if there is none. The caller holds the partition lock."""
-    files = sorted(b for b in map(parse_segment_file_name, os.listdir(directory))
-                   if b is not None)
+    files = segment_files(directory)
     if not files:
         start = state.get().log_start_offset
         Segment.create(directory, start, created_ms=created_ms)

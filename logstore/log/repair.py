@@ -26,7 +26,6 @@ the partition lock on their fast path).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,13 @@ from logstore.log.check import PartitionCheck, Problem, ProblemKind
 from logstore.log.doorbell import LogEndCheckpoint
 from logstore.log.partition_state import STATE_FILE, PartitionLock, PartitionState
 from logstore.log.producer_state import ProducerEntry
-from logstore.log.segment import BatchRow, Segment, parse_segment_file_name, segment_file_name
+from logstore.log.segment import (
+    BatchRow,
+    Segment,
+    parse_segment_file_name,
+    segment_file_name,
+    segment_files,
+)
 from logstore.log.sqlite_file import fsync_dir
 from logstore.records.header import parse_header, validate_batch
 
@@ -323,9 +328,7 @@ class _Repairer:
     def _rebuild_state(self) -> None:
         state_path = self.directory / STATE_FILE
         _move_aside(state_path, self.clock)
-        files = sorted(b for b in map(parse_segment_file_name,
-                                      (p.name for p in self.directory.iterdir()))
-                       if b is not None)
+        files = segment_files(self.directory)
         if not files:
             start = self.check.checkpoint or 0
             Segment.create(self.directory, start, created_ms=self.clock.time_ms())
@@ -359,7 +362,7 @@ class _Repairer:
                 for p in check.problems):
             if (self.directory / STATE_FILE).exists():
                 _move_aside(self.directory / STATE_FILE, self.clock)
-            for base in check.listed or _files(self.directory):
+            for base in check.listed or segment_files(self.directory):
                 _move_aside(self.directory / segment_file_name(base), self.clock)
             self._lay_out(offset)
             return
@@ -459,8 +462,3 @@ def _move_aside(path: Path, clock: Clock) -> None:
         source = Path(f"{path}{part}")
         if source.exists():
             source.rename(Path(f"{path}{suffix}{part}"))
-
-
-def _files(directory: Path) -> Sequence[int]:
-    return sorted(b for b in map(parse_segment_file_name, (p.name for p in directory.iterdir()))
-                  if b is not None)

@@ -44,6 +44,7 @@ holds a lock per connection). Several processes may open the same segment.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -118,6 +119,18 @@ CREATE TABLE segment (
 def segment_file_name(base_offset: int) -> str:
     """The file name of the segment starting at ``base_offset``."""
     return f"{base_offset:020d}{SUFFIX}"
+
+
+def segment_files(directory: Path, *, missing_ok: bool = False) -> list[int]:
+    """Base offsets of the segment files in ``directory`` (listed or not), ascending.
+    FileNotFoundError if the directory is gone, unless ``missing_ok`` (then [])."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise
+    return sorted(b for b in map(parse_segment_file_name, names) if b is not None)
 
 
 def parse_segment_file_name(name: str) -> int | None:

@@ -34,7 +34,6 @@ first.
 from __future__ import annotations
 
 import bisect
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -57,6 +56,7 @@ from logstore.log.segment import (
     SegmentState,
     parse_segment_file_name,
     segment_file_name,
+    segment_files,
 )
 
 #: How often an operation looks again after segment files vanished under it before giving up.
@@ -129,8 +129,7 @@ class SegmentSet:
     def files(self) -> list[int]:
         """Base offsets of the segment files in the directory (listed or not), ascending.
         FileNotFoundError if the directory is gone."""
-        names = os.listdir(self.directory)  # FileNotFoundError: the partition was deleted
-        return sorted(b for b in map(parse_segment_file_name, names) if b is not None)
+        return segment_files(self.directory)
 
     def missing(self) -> list[tuple[int, int | None]]:
         """Listed segments whose file is gone: (base, the next listed base or None)."""
