@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     require(_needs(args), program="python -m bench", install=BENCH_INSTALL)
     out_dir: Path = args.out_dir
     if args.from_json:
-        doc = json.loads(args.from_json.read_text())
+        try:
+            doc = _load_saved_run(args.from_json)
+        except SavedRunError as exc:
+            print(f"error: --from-json {args.from_json}: {exc}", file=sys.stderr)
+            return 2
         _render(doc, out_dir, args.from_json.stem, latest=False, plots=not args.no_plots)
         return 0
     mode = "quick" if args.quick else "full"
@@ -125,6 +129,40 @@ def main(argv: list[str] | None = None) -> int:
     stem += "-partial" if partial else ""
     _render(doc, out_dir, stem, latest=mode == "full" and not partial, plots=not args.no_plots)
     return 0
+
+
+class SavedRunError(Exception):
+    """A ``--from-json`` file that is not a readable saved run (the message says why)."""
+
+
+# What main() writes and the report reads at the top level of a saved run.
+_SAVED_RUN_KEYS = ("date", "command", "mode", "elapsed_s", "machine", "settings", "limits",
+                   "systems", "runs")
+
+
+def _load_saved_run(path: Path) -> dict[str, Any]:
+    """The results document saved by an earlier run; raises SavedRunError for a file that is
+    missing, unreadable, not JSON, or not such a document (e.g. another benchmark's JSON)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SavedRunError("no such file") from None
+    except IsADirectoryError:
+        raise SavedRunError("is a directory, not a results file") from None
+    except OSError as exc:
+        raise SavedRunError(f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SavedRunError("not a text file") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SavedRunError(
+            f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    absent = [key for key in _SAVED_RUN_KEYS if key not in doc] if isinstance(doc, dict) else []
+    if not isinstance(doc, dict) or absent:
+        lacking = f" (it has no {', '.join(map(repr, absent))})" if absent else ""
+        raise SavedRunError(f"not the results of a python -m bench run{lacking}")
+    return doc
 
 
 def _system_names(args: argparse.Namespace) -> list[str]:

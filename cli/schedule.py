@@ -35,7 +35,8 @@ _SECONDS = re.compile(r"\d+(\.\d*)?|\.\d+")
 
 def parse_interval_s(text: str) -> float:
     """``--every``: plain seconds (``90``, ``0.5``) or a duration (``30s``, ``10m``, ``1h``,
-    ``1d``, ``1h30m``), in seconds; must be positive."""
+    ``1d``, ``1h30m``), in seconds; must be positive and at most ``threading.TIMEOUT_MAX``
+    (about 292 years on 64-bit Linux), the longest the scheduler's wait accepts."""
     compact_text = text.strip()
     if _SECONDS.fullmatch(compact_text):
         seconds = float(compact_text)
@@ -48,6 +49,12 @@ def parse_interval_s(text: str) -> float:
                 "d, w), e.g. 30s, 10m, 1h, 1d") from None
     if seconds <= 0:
         raise click.BadParameter(f"the interval must be positive, got {text!r}")
+    # Refused now rather than after the first run, where the wait between runs would fail.
+    if seconds > threading.TIMEOUT_MAX:
+        raise click.BadParameter(
+            f"the interval must be at most {int(threading.TIMEOUT_MAX):,} s (about "
+            f"{threading.TIMEOUT_MAX / 86_400:,.0f} days, the longest a thread can wait), got "
+            f"{text!r}")
     return seconds
 
 

@@ -275,7 +275,11 @@ class OutOfOrderSequenceError(LogstoreError):
 
 
 class UnknownProducerIdError(LogstoreError):
-    """The partition has no state for this producer id (it expired)."""
+    """The partition has no state for this producer id and the batch does not start at
+    sequence 0: the producer's state expired there (no write for 7 days, Kafka's
+    ``producer.id.expiration.ms``), or the topic was deleted and created again since the
+    producer last wrote to it. An idempotent producer resets its sequences (KIP-360); for a
+    transactional one the transaction must be aborted."""
 
     error_code = 59  # UNKNOWN_PRODUCER_ID
 

@@ -5,6 +5,7 @@ States::
     uninitialized --init_transactions--> ready --begin--> in_transaction
     in_transaction --commit/abort--> ready
     in_transaction --a send or the coordinator failed it--> abortable --abort--> ready
+    in_transaction --the transactional id is gone--> abortable --abort (InitProducerId)--> ready
     any --another instance took over (ProducerFencedError)--> fenced (every call raises)
 
 The first send to a partition in a transaction registers the partition with the coordinator
@@ -15,6 +16,21 @@ transaction (KIP-890), so the producer takes the identity it returns for the nex
 that a partition refuses because it no longer knows the producer (UnknownProducerIdError: the
 topic was deleted and re-created) fails like any other: the transaction becomes abortable, and
 after ``abort_transaction()`` the next one starts at sequence 0 everywhere (see ``sender``).
+
+The transactional id gone (TransactionalIdNotFoundError: the coordinator expired it after
+``transactional_id_expiration_ms`` unused while this producer stayed idle) is abortable too, as
+Kafka's INVALID_PRODUCER_ID_MAPPING: ``abort_transaction()`` first tries to end the transaction
+with the old identity, and if the id is still gone, initialises it again (InitProducerId with
+this producer's transaction timeout) and adopts that identity: a new producer id at epoch 0.
+Fencing: once this producer has initialised the id again, a zombie of an earlier instance is
+fenced (ProducerFencedError, for good) at its next AddPartitionsToTxn or EndTxn, and every
+transactional write begins with one of them. But the expired id kept no memory of the epoch
+that had fenced that zombie: if the zombie comes back first, its own ``abort_transaction()``
+re-creates the id and this producer is the one fenced. Whichever instance initialises the id
+last owns it, as with ``init_transactions()``, and Kafka accepts the same; only one of them
+can write at a time either way. (Kafka's InitProducerId also names the identity it replaces,
+KIP-360, which closes the moment between the EndTxn that found the id gone and the new
+InitProducerId; this coordinator's does not take one.)
 
 Thread-safety: the transactional calls (init/begin/commit/abort/send_offsets) are meant for one
 thread, as in Kafka; ``register`` is called from ``send`` under the manager's lock.
@@ -34,6 +50,7 @@ from logstore.errors import (
     LogstoreError,
     ProducerFencedError,
     TransactionAbortedError,
+    TransactionalIdNotFoundError,
 )
 from logstore.types import ConsumerGroupMetadata, OffsetAndMetadata, TopicPartition
 
@@ -147,8 +164,13 @@ class TransactionManager:
         discard()  # records not appended yet fail with TransactionAbortedError
         flush()  # and those being appended finish (the markers cover them)
         self._sender.take_failures()
-        identity = self._coordinator.end_transaction(
-            self.transactional_id, self.producer_id, self.epoch, commit=False)
+        try:
+            identity = self._call(lambda: self._coordinator.end_transaction(
+                self.transactional_id, self.producer_id, self.epoch, commit=False))
+        except TransactionalIdNotFoundError:
+            # The id expired: nothing of this identity is left to abort at the coordinator
+            # (an expired id had no transaction in progress), so start it afresh.
+            identity = self._coordinator.init_producer_id(self.transactional_id, self._timeout_ms)
         self._adopt(identity.producer_id, identity.epoch)
 
     def _adopt(self, producer_id: int, epoch: int) -> None:
@@ -171,6 +193,13 @@ class TransactionManager:
             self.state = ABORTABLE
             self._error = exc
             raise
+        except TransactionalIdNotFoundError as exc:
+            self.state = ABORTABLE
+            self._error = TransactionalIdNotFoundError(
+                f"transactional id {self.transactional_id!r} is gone (unused for "
+                "transactional_id_expiration_ms, it expired): abort_transaction() to go on, "
+                "which initialises it again")
+            raise self._error from exc
 
     def _require(self, state: str, call: str) -> None:
         if self.state == FENCED:

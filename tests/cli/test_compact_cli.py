@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ ROUNDS = 3
 EXPECTED = [(10, b"k0", b"v0-2"), (12, b"k2", b"v2-2"), (13, b"k3", b"v3-2"),
             (14, b"k4", b"v4-2"), (15, b"k1", None)]
 RECORDS = KEYS * ROUNDS + 1
+LONGEST_WAIT_S = int(threading.TIMEOUT_MAX)  # 9,223,372,036 s on 64-bit Linux
 
 
 def fill(log: logstore.Log, topic: str = "c", partition: int = 0) -> None:
@@ -180,9 +182,15 @@ def test_progress_bar_only_on_a_terminal(run, compacted, monkeypatch) -> None:
     (["compact", "c", "--partition", "7"], 1, "error: topic 'c' has no partition 7"),
     (["compact", "--every", "soon"], 2, "error: Invalid value for '--every': invalid duration"),
     (["compact", "--every", "0s"], 2, "error: Invalid value for '--every': the interval must"),
+    # Longer than a thread can wait: refused before the first run, not after it.
+    (["compact", "--every", "100000w"], 2,
+     f"error: Invalid value for '--every': the interval must be at most {LONGEST_WAIT_S:,} s"),
+    (["compact", "--every", "1" + "0" * 400], 2,
+     "error: Invalid value for '--every': the interval must be at most"),
     (["compact", "--memory-bytes", "10"], 2, "error: Invalid value for '--memory-bytes'"),
 ], ids=["unknown-topic", "not-compacted", "partition-without-topic", "no-such-partition",
-        "bad-duration", "zero-duration", "tiny-map"])
+        "bad-duration", "zero-duration", "longer-than-a-thread-waits", "infinite-seconds",
+        "tiny-map"])
 def test_user_errors_are_one_line(run, compacted, args: list[str], code: int,
                                   message: str) -> None:
     result = run(*args)
@@ -195,15 +203,16 @@ def test_user_errors_are_one_line(run, compacted, args: list[str], code: int,
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("30s", 30), ("10m", 600), ("1h", 3600), ("1d", 86400), ("1h30m", 5400), ("500ms", 0.5),
-    ("90", 90), ("2.5", 2.5), (" 10M ", 600),
+    ("90", 90), ("2.5", 2.5), (" 10M ", 600), (str(LONGEST_WAIT_S), LONGEST_WAIT_S),
 ])
 def test_interval_forms(text: str, seconds: float) -> None:
     assert parse_interval_s(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "m", "10x", "-5", "0", "0.0", "1 h"])
+@pytest.mark.parametrize("text", ["", "m", "10x", "-5", "0", "0.0", "1 h",
+                                  str(LONGEST_WAIT_S + 1), "100000w"])
 def test_bad_intervals(text: str) -> None:
-    with pytest.raises(Exception, match=r"invalid duration|must be positive"):
+    with pytest.raises(Exception, match=r"invalid duration|must be positive|must be at most"):
         parse_interval_s(text)
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -261,6 +262,10 @@ def test_bad_grace_and_interval_are_usage_errors(shell: Shell, store: str) -> No
     message = one_error_line(shell(f"logstore --object-store {store} tier run --every 0s"),
                              code=2)
     assert "--every" in message
+    # Longer than a thread can wait: refused before the first run, not after it.
+    message = one_error_line(
+        shell(f"logstore --object-store {store} tier run --every 100000w"), code=2)
+    assert "--every" in message and f"at most {int(threading.TIMEOUT_MAX):,} s" in message
 
 
 def test_a_failed_partition_is_reported_and_exits_1(shell: Shell, store: str,

@@ -17,6 +17,7 @@ from logstore.errors import (
     ProducerFencedError,
     RecordTooLargeError,
     TransactionAbortedError,
+    TransactionalIdNotFoundError,
 )
 from logstore.log.partition_log import PartitionLog
 from logstore.records.header import iter_headers
@@ -180,6 +181,51 @@ def test_a_timed_out_transaction_is_aborted_and_the_producer_recovers(manual):
         producer.send("t", value=b"next", partition=0)
     assert committed_values(log) == [b"next"]
     producer.close()
+
+
+def test_a_producer_whose_id_expired_recovers_through_its_offsets_too(manual):
+    """The first coordinator call of a transaction may be TxnOffsetCommit: the gone id makes
+    the transaction abortable there as well, and an abort with no send at all renews it."""
+    log, clock = manual
+    producer = log.producer(transactional_id="tx", linger_ms=0)
+    producer.init_transactions()
+    clock.advance(log.transaction_coordinator.transactional_id_expiration_ms)
+    log.run_transaction_maintenance()
+    assert log.list_transactions() == []
+    producer.begin_transaction()
+    with pytest.raises(TransactionalIdNotFoundError, match=r"abort_transaction\(\)"):
+        producer.send_offsets_to_transaction({TP0: OffsetAndMetadata(3)}, "g")
+    with pytest.raises(IllegalStateError, match=r"abort_transaction\(\)"):
+        producer.begin_transaction()
+    producer.abort_transaction()
+    with producer.transaction():
+        producer.send("t", value=b"next", partition=0)
+        producer.send_offsets_to_transaction({TP0: OffsetAndMetadata(4)}, "g")
+    assert committed_values(log) == [b"next"]
+    assert log.committed_offsets("g") == {TP0: OffsetAndMetadata(4)}
+    idle = log.producer(transactional_id="idle", linger_ms=0)
+    idle.init_transactions()
+    clock.advance(log.transaction_coordinator.transactional_id_expiration_ms)
+    log.run_transaction_maintenance()
+    idle.begin_transaction()
+    idle.abort_transaction()  # nothing sent: the abort finds the id gone and renews it
+    assert [d.transactional_id for d in log.list_transactions()] == ["idle"]
+    producer.close()
+    idle.close()
+
+
+def test_a_fenced_producer_stays_fenced_after_its_abort(txn_log):
+    old = txn_log.producer(transactional_id="tx", linger_ms=0)
+    old.init_transactions()
+    old.begin_transaction()
+    new = txn_log.producer(transactional_id="tx", linger_ms=0)
+    new.init_transactions()
+    with pytest.raises(ProducerFencedError):
+        old.abort_transaction()
+    with pytest.raises(ProducerFencedError):
+        old.begin_transaction()
+    old.close()
+    new.close()
 
 
 def test_a_failed_record_makes_the_transaction_abortable(txn_log):

@@ -27,6 +27,7 @@ from logstore.errors import (
     InvalidArgumentError,
     ProducerFencedError,
     StorageError,
+    TransactionAbortedError,
     TransactionalIdNotFoundError,
 )
 from logstore.types import TopicPartition
@@ -264,3 +265,113 @@ def test_opening_a_log_expires_ids_and_the_default_is_seven_days(tmp_path, clock
         assert log.list_transactions() == []
     with pytest.raises(InvalidArgumentError):
         logstore.open(path, metadata_url=store_url, transactional_id_expiration_ms=0)
+
+
+# --- a producer that outlives its id ----------------------------------------------------------
+
+
+def read_committed(log: logstore.Log, tp: TopicPartition) -> list[bytes]:
+    consumer = log.consumer(isolation_level="read_committed", auto_offset_reset="earliest",
+                            enable_auto_commit=False)
+    consumer.assign([tp])
+    end = consumer.end_offsets([tp])[tp]
+    values: list[bytes] = []
+    while consumer.position(tp) < end:
+        values.extend(r.value for r in consumer.poll(timeout_ms=1000))
+    consumer.close()
+    return values
+
+
+def test_a_producer_idle_past_the_expiration_aborts_and_goes_on(tmp_path, clock, store_url):
+    """Kafka's INVALID_PRODUCER_ID_MAPPING: the gone id makes the transaction abortable, and
+    abort_transaction() initialises the id again, so the same producer goes on."""
+    with logstore.open(tmp_path / "data", metadata_url=store_url, clock=clock,
+                       maintenance_interval_ms=None,
+                       transactional_id_expiration_ms=EXPIRY) as log:
+        log.create_topic("t", 2)
+        producer = log.producer(transactional_id="copier", linger_ms=0,
+                                transaction_timeout_ms=TIMEOUT)
+        producer.init_transactions()
+        with producer.transaction():
+            producer.send("t", value=b"before", partition=0)
+        old = log.describe_transaction("copier")
+        clock.advance(EXPIRY)
+        log.run_transaction_maintenance()
+        assert log.list_transactions() == []
+
+        producer.begin_transaction()
+        with pytest.raises(TransactionalIdNotFoundError, match=r"abort_transaction\(\)"):
+            producer.send("t", value=b"lost", partition=0)
+        with pytest.raises(TransactionAbortedError, match="abort"):
+            producer.commit_transaction()
+        producer.abort_transaction()
+        renewed = log.describe_transaction("copier")
+        assert renewed.producer_id != old.producer_id and renewed.producer_epoch == 0
+        assert renewed.timeout_ms == TIMEOUT
+
+        with producer.transaction():
+            producer.send("t", value=b"after", partition=0)
+            producer.send("t", value=b"after too", partition=1)
+        producer.close()
+        assert read_committed(log, TopicPartition("t", 0)) == [b"before", b"after"]
+        assert read_committed(log, TopicPartition("t", 1)) == [b"after too"]
+
+
+def test_after_the_renewal_a_zombie_of_an_earlier_instance_is_fenced(tmp_path, clock,
+                                                                     store_url):
+    with logstore.open(tmp_path / "data", metadata_url=store_url, clock=clock,
+                       maintenance_interval_ms=None,
+                       transactional_id_expiration_ms=EXPIRY) as log:
+        log.create_topic("t", 1)
+        zombie = log.producer(transactional_id="copier", linger_ms=0)
+        zombie.init_transactions()
+        current = log.producer(transactional_id="copier", linger_ms=0)
+        current.init_transactions()  # fences the zombie, which does not know it yet
+        clock.advance(EXPIRY)
+        log.run_transaction_maintenance()
+        assert log.list_transactions() == []
+
+        current.begin_transaction()
+        with pytest.raises(TransactionalIdNotFoundError):
+            current.send("t", value=b"lost", partition=0)
+        current.abort_transaction()  # initialises the id again: a new producer id
+        zombie.begin_transaction()
+        with pytest.raises(ProducerFencedError):
+            zombie.send("t", value=b"zombie", partition=0)
+        with pytest.raises(ProducerFencedError):
+            zombie.abort_transaction()
+        with pytest.raises(ProducerFencedError):
+            zombie.begin_transaction()  # for good
+        with current.transaction():
+            current.send("t", value=b"current", partition=0)
+        zombie.close()
+        current.close()
+        assert read_committed(log, TopicPartition("t", 0)) == [b"current"]
+
+
+def test_a_zombie_that_comes_back_first_takes_the_renewed_id(tmp_path, clock, store_url):
+    """The expired id keeps no memory of the epoch that fenced the zombie (as in Kafka):
+    whichever instance initialises the id again first owns it, and the other is fenced."""
+    with logstore.open(tmp_path / "data", metadata_url=store_url, clock=clock,
+                       maintenance_interval_ms=None,
+                       transactional_id_expiration_ms=EXPIRY) as log:
+        log.create_topic("t", 1)
+        zombie = log.producer(transactional_id="copier", linger_ms=0)
+        zombie.init_transactions()
+        current = log.producer(transactional_id="copier", linger_ms=0)
+        current.init_transactions()
+        clock.advance(EXPIRY)
+        log.run_transaction_maintenance()
+
+        zombie.begin_transaction()
+        with pytest.raises(TransactionalIdNotFoundError):
+            zombie.send("t", value=b"lost", partition=0)
+        zombie.abort_transaction()
+        with zombie.transaction():
+            zombie.send("t", value=b"zombie", partition=0)
+        current.begin_transaction()
+        with pytest.raises(ProducerFencedError):
+            current.send("t", value=b"current", partition=0)
+        zombie.close()
+        current.close()
+        assert read_committed(log, TopicPartition("t", 0)) == [b"zombie"]
