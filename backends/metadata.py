@@ -178,6 +178,11 @@ class MetadataStore(Protocol):
         """
         ...
 
+    def cluster_id(self, new_id: Callable[[], str]) -> str:
+        """The cluster id every broker of this store reports; the first call stores
+        ``new_id()`` (racing callers agree on one)."""
+        ...
+
     def allocate_producer_id(self) -> int:
         """A producer id never handed out before, by any process or host (from 1000 up)."""
         ...

@@ -31,6 +31,9 @@ Tables:
     ``update_ms`` (the search for ids unused for ``transactional.id.expiration.ms``).
 ``producer_ids``
     Exactly one row (``id`` = 1): the next producer id to hand out, incremented atomically.
+``cluster``
+    At most one row (``id`` = 0): the cluster id brokers report (Kafka's ``cluster.id``),
+    inserted by the first broker that asks (migration 0007).
 ``leases``
     One row per named lease (see ``logstore.backends.cleaner_records``; the log cleaner's are
     ``compactor/<topic_id>/<partition>``). ``holder`` is NULL while the lease is released;
@@ -189,6 +192,15 @@ producer_ids = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("next_producer_id", BigInteger, nullable=False),
     CheckConstraint(f"id = {PRODUCER_IDS_ROW_ID}", name="single_row"),
+)
+
+cluster = Table(
+    "cluster",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("cluster_id", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    CheckConstraint("id = 0", name="single_row"),
 )
 
 leases = Table(

@@ -28,6 +28,7 @@ import math
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -50,8 +51,9 @@ from logstore.backends.group_records import (
 )
 from logstore.backends.manifest_records import RemoteSegment
 from logstore.backends.metadata import TopicRecord
+from logstore.backends.schema import cluster
 from logstore.backends.txn_records import ProducerIdAllocator, TransactionRecord, TxnUpdate
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
@@ -372,6 +374,22 @@ class SqlMetadataStore:
 
     def allocate_producer_id(self) -> int:
         return sql_transactions.allocate_producer_id(self)
+
+    def cluster_id(self, new_id: Callable[[], str]) -> str:
+        """See :meth:`MetadataStore.cluster_id`."""
+        with self._operation("reading the cluster id"):
+            with self._engine.begin() as conn:
+                found = conn.execute(select(cluster.c.cluster_id)).scalar_one_or_none()
+            if found is not None:
+                return str(found)
+            try:
+                with self._write_engine.begin() as conn:
+                    conn.execute(insert(cluster).values(id=0, cluster_id=new_id(),
+                                                        created_ms=int(time.time() * 1000)))
+            except sa_exc.IntegrityError:
+                pass  # another broker stored one first: use theirs
+            with self._engine.begin() as conn:
+                return str(conn.execute(select(cluster.c.cluster_id)).scalar_one())
 
     # --- leases and cleaner checkpoints (implemented in sql_cleaner) --------------------------
 

@@ -37,6 +37,7 @@ from logstore.cli.groups import groups
 from logstore.cli.maintenance import maintenance
 from logstore.cli.output import example, one_line
 from logstore.cli.produce import produce
+from logstore.cli.serve import serve
 from logstore.cli.tail import tail
 from logstore.cli.tier import tier
 from logstore.cli.topics import topics
@@ -235,7 +236,7 @@ def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None,
 
 
 for _command in (topics, groups, transactions, produce, tail, dump, demo, db, maintenance,
-                 compact, tier, check, repair):
+                 compact, tier, check, repair, serve):
     cli.add_command(_command)
 
 

@@ -258,6 +258,11 @@ class PartitionLog:
         """The earliest offset whose record timestamp is >= ``timestamp_ms`` (None if none)."""
         return self._reader.offset_for_timestamp(timestamp_ms)
 
+    def max_timestamp_offset(self) -> OffsetAndTimestamp | None:
+        """The offset and timestamp of the record with the largest timestamp (local
+        segments), None if there is none."""
+        return self._reader.max_timestamp_offset()
+
     def producer_states(self) -> dict[int, ProducerEntry]:
         """The state of every producer that wrote to this partition (from the active segment)."""
         return self._reader.producer_states()

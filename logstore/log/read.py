@@ -271,3 +271,38 @@ class LogReader:
                 if record.timestamp_ms >= timestamp_ms:
                     return OffsetAndTimestamp(record.offset, record.timestamp_ms)
         return None
+
+    def max_timestamp_offset(self) -> OffsetAndTimestamp | None:
+        """The offset and timestamp of the record with the largest timestamp in the local
+        segments (the first such record; ListOffsets' MAX_TIMESTAMP, KIP-734), None when the
+        partition holds no data record."""
+        from logstore.records.reader import decode_batch
+
+        segments = self._segments
+        segments.check_generation()
+        log_start = segments.state.get().log_start_offset
+        best: tuple[int, int] | None = None  # (max timestamp, base)
+        for base in segments.bases():
+            try:
+                state = segments.state_of(base)
+            except FileNotFoundError:
+                continue
+            if state.is_empty or state.max_timestamp < 0:
+                continue
+            if best is None or state.max_timestamp > best[0]:
+                best = (state.max_timestamp, base)
+        if best is None:
+            return None
+        timestamp, base = best
+        try:
+            with segments.reading(base) as (segment, _):
+                batch = segment.first_batch_at_or_after_time(timestamp)
+        except FileNotFoundError:
+            return None
+        if batch is None:
+            return None
+        _, records = decode_batch(batch[1], verify_crc=False, min_offset=log_start)
+        for record in records:
+            if record.timestamp_ms == timestamp:
+                return OffsetAndTimestamp(record.offset, record.timestamp_ms)
+        return None

@@ -1,0 +1,71 @@
+"""Request and response bodies, through ``kio`` (Apache-2.0; dataclasses and Rust-backed readers
+and writers generated from Kafka's JSON message schemas).
+
+Chosen over kafka-python 3's schema-generated protocol classes after measuring both on this
+machine: kio parses a Fetch request in about 1.3 us and a Produce request carrying a 16 KiB
+batch in about 1.4 us (the batch stays one ``bytes`` object: it is never decoded), 5 to 12 times
+faster, and covers every API the broker serves in every version. Fetch responses are not
+written through kio: their record batches go out as the stored bytes with a scatter write (see
+``fetch_response``).
+
+Readers and writers are built once per (API key, version) and cached. Bodies come from
+untrusted clients: anything a reader raises becomes :class:`~logstore.protocol.frames.FrameError`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from kio.index import load_request_schema, load_response_schema
+from kio.serial import entity_reader, entity_writer
+
+from logstore.protocol.frames import FrameError
+
+
+@cache
+def request_type(api_key: int, api_version: int) -> type[Any]:
+    """The kio request class of an API version."""
+    return load_request_schema(api_key, api_version)
+
+
+@cache
+def response_type(api_key: int, api_version: int) -> type[Any]:
+    """The kio response class of an API version."""
+    return load_response_schema(api_key, api_version)
+
+
+def is_flexible(api_key: int, api_version: int) -> bool:
+    """Whether this version uses Kafka's flexible encoding (compact fields, tagged fields)."""
+    return bool(request_type(api_key, api_version).__flexible__)
+
+
+@cache
+def _reader(api_key: int, api_version: int) -> Callable[..., Any]:
+    return entity_reader(request_type(api_key, api_version))
+
+
+@cache
+def _writer(api_key: int, api_version: int) -> Callable[..., None]:
+    return entity_writer(response_type(api_key, api_version))
+
+
+def decode_request(api_key: int, api_version: int, frame: bytes | memoryview, offset: int) -> Any:
+    """The request body starting at ``offset`` of ``frame``; FrameError if it does not parse.
+
+    Bytes after the body are ignored, as Kafka's broker ignores them (librdkafka sends three
+    after a Metadata v12 request's fields)."""
+    try:
+        body, _ = _reader(api_key, api_version)(frame, offset)
+    except Exception as exc:
+        raise FrameError(f"the request body does not parse: {type(exc).__name__}: {exc}") from exc
+    return body
+
+
+def encode_response(api_key: int, api_version: int, response: Any) -> bytes:
+    """The bytes of a response body."""
+    buffer = io.BytesIO()
+    _writer(api_key, api_version)(buffer, response)
+    return buffer.getvalue()
