@@ -10,7 +10,14 @@ from logstore.broker.dispatch import Dispatcher
 
 def register_all(dispatcher: Dispatcher) -> None:
     """Register every handler module's APIs."""
-    from logstore.broker.handlers import fetch, metadata, offsets, produce, producer_ids
+    from logstore.broker.handlers import (
+        coordinators,
+        fetch,
+        metadata,
+        offsets,
+        produce,
+        producer_ids,
+    )
 
-    for module in (metadata, produce, fetch, offsets, producer_ids):
+    for module in (metadata, produce, fetch, offsets, producer_ids, coordinators):
         module.register(dispatcher)
