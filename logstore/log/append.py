@@ -38,6 +38,7 @@ from logstore.records.header import (
     set_partition_leader_epoch,
     validate_batch,
 )
+from logstore.records.reader import check_batch_records
 from logstore.types import AppendResult
 
 _MAX_RETRIES = 1000
@@ -209,27 +210,27 @@ class Appender:
         if (header.is_transactional or header.is_control) and header.producer_id < 0:
             raise InvalidRecordError("transactional and control batches need a producer id")
         control_type = None
-        if verify_records or header.is_control or config.compacts:
+        if header.is_control:
             from logstore.records.reader import decode_batch
 
             _, records = decode_batch(batch, verify_crc=False)
-            for expected, record in enumerate(records):
-                if record.offset != expected:
-                    raise InvalidRecordError(
-                        f"record {expected} has offset delta {record.offset}; deltas must be "
-                        "0, 1, 2, ..."
-                    )
-                if config.compacts and record.key is None and not header.is_control:
-                    # As Kafka: the cleaner keeps the latest record *per key*, so a keyless
-                    # record on a compacted topic could never be kept or replaced.
-                    raise InvalidRecordError(
-                        f"topic {self._topic} is compacted (cleanup.policy="
-                        f"{config.cleanup_policy}): every record needs a key"
-                    )
-            if header.is_control:
-                if len(records) != 1:
-                    raise InvalidRecordError("a control batch holds exactly one record")
-                control_type = parse_control(records[0].key, records[0].value).type
+            if len(records) != 1:
+                raise InvalidRecordError("a control batch holds exactly one record")
+            control_type = parse_control(records[0].key, records[0].value).type
+        elif verify_records or config.compacts:
+            # Every record checked as a reader would decode it, without building one (the
+            # batch of a client the broker serves is never decoded into records).
+            bad_delta, keyless = check_batch_records(batch, header)
+            if bad_delta >= 0:
+                raise InvalidRecordError(
+                    f"record {bad_delta} has offset delta other than {bad_delta}; deltas must "
+                    "be 0, 1, 2, ...")
+            if config.compacts and keyless >= 0:
+                # As Kafka: the cleaner keeps the latest record *per key*, so a keyless
+                # record on a compacted topic could never be kept or replaced.
+                raise InvalidRecordError(
+                    f"topic {self._topic} is compacted (cleanup.policy="
+                    f"{config.cleanup_policy}): every record needs a key")
         return header, control_type
 
     def _commit_group(self, group: list[_Pending]) -> int:

@@ -10,6 +10,11 @@
  *       one record, length prefix included (logstore/records/builder.py);
  *   encode_records(records, base_timestamp) -> (bytes, max_timestamp)
  *       the records section of a batch of (timestamp, key, value, headers) tuples;
+ *   check_records(data, pos, end, count, last_offset_delta) -> (first_bad_delta, first_keyless)
+ *       the records section of one batch checked as decode_records checks it, without building
+ *       a single object (what a broker does with every produced batch): the index of the first
+ *       record whose offset delta is not its index and of the first record without a key, each
+ *       -1 if there is none;
  *   murmur2(data) -> int
  *       Kafka's murmur2 (logstore/client/partitioner.py).
  *
@@ -379,6 +384,117 @@ done:
     return out;
 }
 
+/* ---- check_records ------------------------------------------------------------------------- */
+
+/* Skip a length-prefixed key or value; sets *is_null. Same checks as read_bytes. */
+static int
+skip_bytes(const uint8_t *p, Py_ssize_t record_end, Py_ssize_t *pos, const char *what,
+           int *is_null)
+{
+    int64_t n;
+    if (read_varint(p, record_end, pos, &n) < 0)
+        return -1;
+    *is_null = n == -1;
+    if (n == -1)
+        return 0;
+    if (n < 0) {
+        PyErr_Format(CorruptRecordError, "invalid record %s length %lld", what, (long long)n);
+        return -1;
+    }
+    if (n > record_end - *pos) {
+        corrupt("record runs past the end of the batch");
+        return -1;
+    }
+    *pos += (Py_ssize_t)n;
+    return 0;
+}
+
+static PyObject *
+check_records(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, end, count;
+    long long last_delta;
+    if (!PyArg_ParseTuple(args, "y*nnnL", &view, &pos, &end, &count, &last_delta))
+        return NULL;
+    const uint8_t *p = (const uint8_t *)view.buf;
+    PyObject *out = NULL;
+    Py_ssize_t first_bad_delta = -1, first_keyless = -1;
+    if (pos < 0 || end > view.len || pos > end) {
+        PyErr_SetString(PyExc_ValueError, "records section outside the buffer");
+        goto done;
+    }
+    if (count < 0 || count > (end - pos) / MIN_RECORD_BYTES || count > last_delta + 1) {
+        PyErr_Format(CorruptRecordError,
+                     "record count %zd does not fit the batch (%zd bytes of records, last "
+                     "offset delta %lld)", count, end - pos, last_delta);
+        goto done;
+    }
+    int64_t prev = -1;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        int64_t length, ts_delta, delta;
+        int null_key, null_value;
+        if (read_varint(p, end, &pos, &length) < 0)
+            goto done;
+        if (length < 0 || length > end - pos) {
+            corrupt("record runs past the end of the batch");
+            goto done;
+        }
+        Py_ssize_t record_end = pos + (Py_ssize_t)length;
+        if (pos >= record_end) {
+            corrupt("record runs past the end of the batch");
+            goto done;
+        }
+        pos += 1;
+        if (read_varint(p, record_end, &pos, &ts_delta) < 0 ||
+            read_varint(p, record_end, &pos, &delta) < 0)
+            goto done;
+        if (delta <= prev) {
+            PyErr_Format(CorruptRecordError, "record offset delta %lld does not increase",
+                         (long long)delta);
+            goto done;
+        }
+        prev = delta;
+        if (delta != k && first_bad_delta < 0)
+            first_bad_delta = k;
+        if (skip_bytes(p, record_end, &pos, "key", &null_key) < 0 ||
+            skip_bytes(p, record_end, &pos, "value", &null_value) < 0)
+            goto done;
+        if (null_key && first_keyless < 0)
+            first_keyless = k;
+        if (pos < record_end && p[pos] == 0) {
+            pos += 1;
+        }
+        else {
+            /* Headers are rare: check them with the decoder and drop what it built. */
+            PyObject *headers = decode_headers(p, record_end, &pos);
+            if (headers == NULL)
+                goto done;
+            Py_DECREF(headers);
+        }
+        if (pos != record_end) {
+            PyErr_Format(CorruptRecordError, "record length %lld does not match its content",
+                         (long long)length);
+            goto done;
+        }
+    }
+    if (pos != end) {
+        PyErr_Format(CorruptRecordError,
+                     "records section does not end where the batch ends (%zd != %zd)", pos, end);
+        goto done;
+    }
+    if (prev > last_delta) {
+        PyErr_Format(CorruptRecordError,
+                     "record offset delta %lld exceeds last offset delta %lld", (long long)prev,
+                     last_delta);
+        goto done;
+    }
+    out = Py_BuildValue("(nn)", first_bad_delta, first_keyless);
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* ---- encode_record ------------------------------------------------------------------------- */
 
 /* The bytes of a key/value: None -> length -1; bytes -> borrowed; other bytes-like objects
@@ -704,6 +820,9 @@ static PyMethodDef methods[] = {
      "encode_record(offset_delta, timestamp_delta, key, value, headers) -> bytes"},
     {"encode_records", encode_records, METH_VARARGS,
      "encode_records(records, base_timestamp) -> (records section, max timestamp)"},
+    {"check_records", check_records, METH_VARARGS,
+     "check_records(data, pos, end, count, last_offset_delta) -> (first_bad_delta, "
+     "first_keyless)"},
     {"murmur2", murmur2, METH_O, "Kafka's murmur2 hash as a signed 32-bit int."},
     {NULL, NULL, 0, NULL},
 };

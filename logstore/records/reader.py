@@ -40,6 +40,7 @@ from logstore.records.header import (
     iter_headers,
     parse_header,
 )
+from logstore.records.speedups import check_records as _c_check_records
 from logstore.records.speedups import decode_records as _c_decode_records
 from logstore.records.varint import ZIGZAG_1BYTE, ZIGZAG_2BYTE, decode_varint
 from logstore.types import ConsumerRecord, Header
@@ -283,6 +284,47 @@ def _records_of(
             topic, partition, min_offset,
         )
     return _decode_records(data, start, end, header, topic, partition, min_offset)
+
+
+def check_batch_records(
+    batch: Buffer,
+    header: BatchHeader,
+    *,
+    max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES,
+) -> tuple[int, int]:
+    """Check every record of one framed batch (decompressing it if needed) as
+    :func:`decode_batch` would, without building the records: what an append does with every
+    batch a client sends. Returns (index of the first record whose offset delta is not its
+    index, index of the first record without a key), each -1 if none. Raises
+    :class:`CorruptRecordError`."""
+    start = RECORDS_OFFSET
+    end = header.batch_length + LOG_OVERHEAD
+    codec = header.attributes & COMPRESSION_MASK
+    if codec:
+        if start == end and header.record_count == 0:
+            return -1, -1
+        data: Buffer = decompress(codec, memoryview(batch)[start:end],
+                                  max_bytes=max_uncompressed_bytes)
+        start, end = 0, len(data)
+    elif type(batch) is bytes:
+        data = batch
+    else:
+        data = memoryview(batch)[start:end].tobytes()
+        start, end = 0, len(data)
+    if _c_check_records is not None:
+        return _c_check_records(data, start, end, header.record_count,
+                                header.last_offset_delta)
+    return check_records(data, start, end, header)
+
+
+def check_records(data: bytes, pos: int, end: int, header: BatchHeader) -> tuple[int, int]:
+    """The reference of the C ``check_records``: decode, then look (see
+    :func:`check_batch_records`)."""
+    records = _decode_records(data, pos, end, header, "", -1, 0)
+    base = header.base_offset
+    bad_delta = next((k for k, r in enumerate(records) if r.offset - base != k), -1)
+    keyless = next((k for k, r in enumerate(records) if r.key is None), -1)
+    return bad_delta, keyless
 
 
 def decode_batch(

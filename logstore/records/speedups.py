@@ -48,6 +48,12 @@ encode_records: Callable[..., tuple[bytes, int]] | None = (
 )
 """C ``encode_records(records, base_timestamp) -> (records section, max timestamp)``, or None."""
 
+check_records: Callable[..., tuple[int, int]] | None = (
+    _module.check_records if _module is not None else None
+)
+"""C ``check_records(data, pos, end, count, last_offset_delta)`` (see ``_speedups.c``), or
+None."""
+
 murmur2: Callable[[Any], int] | None = _module.murmur2 if _module is not None else None
 """C ``murmur2(data)``, or None."""
 

@@ -169,3 +169,59 @@ def test_murmur2_agrees() -> None:
     for _ in range(5000):
         key = rng.randbytes(rng.randint(0, 100))
         assert speedups.murmur2(key) == murmur2_py(key)
+
+
+def check_both(section: bytes, count: int, last_delta: int, base_offset: int = 5):  # type: ignore[no-untyped-def]
+    from logstore.records.reader import check_records
+
+    header = parse_header(_fake_header(count, last_delta, base_offset, 1000, False, 2000,
+                                       len(section)) + section)
+    python = outcome(check_records, section, 0, len(section), header)
+    c = outcome(speedups.check_records, section, 0, len(section), count, last_delta)
+    return python, c
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(record_st, min_size=1, max_size=30), st.data())
+def test_checking_agrees_on_valid_and_damaged_batches(records, data) -> None:  # type: ignore[no-untyped-def]
+    batch = build(records, c=False)
+    header = parse_header(batch)
+    section = batch[HEADER_SIZE:]
+    count, last = header.record_count, header.last_offset_delta
+    python, c = check_both(section, count, last)
+    assert python[0] == "ok" and python == c
+    keyless = [k for k, r in enumerate(records) if r[1] is None]
+    assert python[1] == (-1, keyless[0] if keyless else -1)
+    damaged = bytearray(section)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        position = data.draw(st.integers(min_value=0, max_value=max(len(damaged) - 1, 0)))
+        if damaged and data.draw(st.booleans()):
+            damaged[position] ^= 1 << data.draw(st.integers(min_value=0, max_value=7))
+        else:
+            del damaged[position:]
+    fake_count = data.draw(st.sampled_from([count, count + 1, max(count - 1, 0)]))
+    python, c = check_both(bytes(damaged), fake_count, last)
+    assert python == c
+
+
+@settings(max_examples=EXAMPLES * 5 // 3, deadline=None)
+@given(st.binary(max_size=200), st.integers(min_value=0, max_value=30),
+       st.integers(min_value=0, max_value=40))
+def test_checking_agrees_on_random_bytes(section, count, last) -> None:  # type: ignore[no-untyped-def]
+    python, c = check_both(section, count, last)
+    assert python == c
+
+
+def test_checking_finds_offset_deltas_that_are_not_their_index() -> None:
+    builder = BatchBuilder()
+    builder.append(1, b"k", b"v", ())
+    builder.append(1, b"k", b"v", ())
+    batch = bytearray(builder.build())
+    header = parse_header(bytes(batch))
+    section = bytes(batch[HEADER_SIZE:])
+    # Records: length, attributes, timestamp delta, offset delta (the 4th byte of each).
+    second = section[0] // 2 + 1
+    tweaked = bytearray(section)
+    tweaked[second + 3] = 4  # zigzag 2: offset delta 2 for the second record (index 1)
+    python, c = check_both(bytes(tweaked), header.record_count, 2)
+    assert python == c == ("ok", (1, -1))
