@@ -1,7 +1,8 @@
 """The metadata store interface: topics and their configuration, consumer groups and their
 committed offsets, transactional ids and producer ids, named leases, the log cleaner's
-checkpoints and the tiered-segment manifest (which remote segments hold which offsets; see
-:mod:`logstore.backends.manifest_records`).
+checkpoints, the tiered-segment manifest (which remote segments hold which offsets; see
+:mod:`logstore.backends.manifest_records`), and the broker's users (SCRAM credentials) and ACLs
+(see :mod:`logstore.backends.security_records`).
 
 Every write is a compare-and-swap on a ``version`` column: a caller reads a row, then writes with
 the version it read as ``expected_version``; if another writer got there first the write raises
@@ -29,6 +30,12 @@ from logstore.backends.group_records import (
     GroupUpdate,
 )
 from logstore.backends.manifest_records import RemoteSegment
+from logstore.backends.security_records import (
+    AclBinding,
+    AclFilter,
+    ScramCredential,
+    ScramMechanism,
+)
 from logstore.backends.txn_records import ProducerIdAllocator, TransactionRecord, TxnUpdate
 
 from logstore.types import TopicPartition
@@ -321,6 +328,44 @@ class MetadataStore(Protocol):
         given), sorted by topic id, partition, base offset and segment id. A consistent
         snapshot, no lock. Raises InvalidArgumentError for an unknown state name.
         """
+        ...
+
+    # --- users and ACLs of the broker (see logstore.backends.security_records) ---------------
+
+    def put_scram_credentials(
+        self, user: str, credentials: Iterable[ScramCredential], *, replace: bool = False
+    ) -> None:
+        """Make ``credentials`` (one per mechanism, at least one) the user's whole set, in one
+        transaction: with ``replace`` the user's other credentials are deleted (a changed
+        password leaves no mechanism accepting the old one). Raises DuplicateResourceError if
+        the user has credentials and not ``replace``, InvalidArgumentError for a bad set.
+        """
+        ...
+
+    def get_scram_credential(
+        self, user: str, mechanism: ScramMechanism
+    ) -> ScramCredential | None:
+        """The user's credential for ``mechanism``, or None (no such user or mechanism)."""
+        ...
+
+    def list_scram_credentials(self, user: str | None = None) -> list[ScramCredential]:
+        """Every credential (of ``user`` only, if given), sorted by user, then mechanism."""
+        ...
+
+    def delete_scram_credentials(self, user: str) -> list[ScramCredential]:
+        """Delete every credential of ``user``; return them (empty: there was no such user)."""
+        ...
+
+    def add_acls(self, bindings: Iterable[AclBinding]) -> list[AclBinding]:
+        """Store the bindings; return those not stored before (adding is idempotent)."""
+        ...
+
+    def list_acls(self, acl_filter: AclFilter | None = None) -> list[AclBinding]:
+        """The bindings ``acl_filter`` matches (every one: None), sorted by resource."""
+        ...
+
+    def delete_acls(self, acl_filter: AclFilter) -> list[AclBinding]:
+        """Delete the bindings ``acl_filter`` matches and return them."""
         ...
 
     def close(self) -> None:

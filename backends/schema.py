@@ -52,11 +52,26 @@ Tables:
     compare-and-swap counter. Keyed by a caller-chosen ``segment_id`` and indexed by topic
     incarnation, partition and base offset. Deleted together with the topic row, in the same
     transaction (the objects then become orphans for a cleaner).
+``scram_credentials``
+    One row per user and SCRAM mechanism (see ``logstore.backends.security_records``): the
+    salt, the iteration count (at least 4096), StoredKey and ServerKey; never the password
+    (migration 0008). Replaced as a whole per user when a password changes.
+``acls``
+    One row per ACL binding (principal, resource type, name and pattern type, operation,
+    permission, host; enum values stored by name), keyed by ``acl_id``, a hash of those fields,
+    so adding a binding twice keeps one row (migration 0008).
 """
 
 from __future__ import annotations
 
 from logstore.backends.manifest_records import REMOTE_SEGMENT_STATES
+from logstore.backends.security_records import (
+    MIN_ITERATIONS,
+    PRINCIPAL_MAX_LENGTH,
+    RESOURCE_NAME_MAX_LENGTH,
+    USER_NAME_MAX_LENGTH,
+    ScramMechanism,
+)
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -261,4 +276,35 @@ remote_segments = Table(
         name="state_known",
     ),
     Index("ix_remote_segments_partition_offsets", "topic_id", "partition", "base_offset"),
+)
+
+scram_credentials = Table(
+    "scram_credentials",
+    metadata,
+    Column("user_name", String(USER_NAME_MAX_LENGTH), nullable=False),
+    Column("mechanism", String(32), nullable=False),
+    Column("salt", LargeBinary, nullable=False),
+    Column("iterations", Integer, nullable=False),
+    Column("stored_key", LargeBinary, nullable=False),
+    Column("server_key", LargeBinary, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_name", "mechanism"),
+    CheckConstraint(f"iterations >= {MIN_ITERATIONS}", name="iterations_minimum"),
+    CheckConstraint(
+        "mechanism IN (" + ", ".join(f"'{m.value}'" for m in ScramMechanism) + ")",
+        name="mechanism_known",
+    ),
+)
+
+acls = Table(
+    "acls",
+    metadata,
+    Column("acl_id", String(64), primary_key=True),
+    Column("principal", String(PRINCIPAL_MAX_LENGTH), nullable=False),
+    Column("operation", String(32), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_name", String(RESOURCE_NAME_MAX_LENGTH), nullable=False),
+    Column("pattern_type", String(16), nullable=False),
+    Column("permission", String(16), nullable=False),
+    Column("host", String(64), nullable=False),
 )

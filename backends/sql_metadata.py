@@ -1,7 +1,8 @@
 """The SQL metadata store in SQLite (default) or PostgreSQL, through SQLAlchemy Core: engines,
 error translation and :class:`SqlMetadataStore`, whose operations live one concept per module in
 :mod:`.sql_topics`, :mod:`.sql_groups`, :mod:`.sql_transactions`, :mod:`.sql_cleaner` and
-:mod:`.sql_manifest` (module-level functions taking the store as first argument).
+:mod:`.sql_manifest` and :mod:`.sql_security` (module-level functions taking the store as first
+argument).
 
 This module is the boundary to SQLAlchemy and the database drivers: nothing from sqlalchemy,
 sqlite3 or psycopg leaves it (or :mod:`logstore.backends.migrate`, which uses the helpers here).
@@ -39,6 +40,7 @@ from logstore.backends import (
     sql_cleaner,
     sql_groups,
     sql_manifest,
+    sql_security,
     sql_topics,
     sql_transactions,
 )
@@ -52,6 +54,12 @@ from logstore.backends.group_records import (
 from logstore.backends.manifest_records import RemoteSegment
 from logstore.backends.metadata import TopicRecord
 from logstore.backends.schema import cluster
+from logstore.backends.security_records import (
+    AclBinding,
+    AclFilter,
+    ScramCredential,
+    ScramMechanism,
+)
 from logstore.backends.txn_records import ProducerIdAllocator, TransactionRecord, TxnUpdate
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select
 from sqlalchemy import exc as sa_exc
@@ -450,6 +458,34 @@ class SqlMetadataStore:
         states: Iterable[str] | None = None,
     ) -> list[RemoteSegment]:
         return sql_manifest.list_remote_segments(self, topic_id, partition, states=states)
+
+    # --- users and ACLs (implemented in sql_security) -----------------------------------------
+
+    def put_scram_credentials(
+        self, user: str, credentials: Iterable[ScramCredential], *, replace: bool = False
+    ) -> None:
+        """See :meth:`MetadataStore.put_scram_credentials`."""
+        sql_security.put_scram_credentials(self, user, credentials, replace=replace)
+
+    def get_scram_credential(
+        self, user: str, mechanism: ScramMechanism
+    ) -> ScramCredential | None:
+        return sql_security.get_scram_credential(self, user, mechanism)
+
+    def list_scram_credentials(self, user: str | None = None) -> list[ScramCredential]:
+        return sql_security.list_scram_credentials(self, user)
+
+    def delete_scram_credentials(self, user: str) -> list[ScramCredential]:
+        return sql_security.delete_scram_credentials(self, user)
+
+    def add_acls(self, bindings: Iterable[AclBinding]) -> list[AclBinding]:
+        return sql_security.add_acls(self, bindings)
+
+    def list_acls(self, acl_filter: AclFilter | None = None) -> list[AclBinding]:
+        return sql_security.list_acls(self, acl_filter)
+
+    def delete_acls(self, acl_filter: AclFilter) -> list[AclBinding]:
+        return sql_security.delete_acls(self, acl_filter)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

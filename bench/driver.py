@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from bench.latency import NS_PER_S, RateSchedule, sample_stride, summarize
 from bench.payload import HEADER_BYTES, Payload
-from bench.resources import Meter
+from bench.resources import Meter, Usage
 from bench.systems import (
     LATENCY,
     THROUGHPUT,
@@ -225,8 +225,7 @@ def _concurrent(system: InProcess, spec: RunSpec, topic: str) -> RunResult:
         consumer.close()
     consumed = outcome[0]
     return collect(spec, produced, consumed, [
-        Phase("run", produced.records * spec.value_bytes, usage.cpu_s, usage.disk_write_bytes,
-              usage.other_cpu_s, usage.wall_s)])
+        _phase("run", produced.records * spec.value_bytes, usage)])
 
 
 def _backlog(system: InProcess, spec: RunSpec, topic: str) -> RunResult:
@@ -250,11 +249,14 @@ def _backlog(system: InProcess, spec: RunSpec, topic: str) -> RunResult:
     finally:
         consumer.close()
     return collect(spec, produced, consumed, [
-        Phase("produce", payload_bytes, produce_usage.cpu_s, produce_usage.disk_write_bytes,
-              produce_usage.other_cpu_s, produce_usage.wall_s),
-        Phase("consume", payload_bytes, consume_usage.cpu_s, consume_usage.disk_write_bytes,
-              consume_usage.other_cpu_s, consume_usage.wall_s),
+        _phase("produce", payload_bytes, produce_usage),
+        _phase("consume", payload_bytes, consume_usage),
     ])
+
+
+def _phase(name: str, payload_bytes: int, usage: Usage) -> Phase:
+    return Phase(name, payload_bytes, usage.cpu_s, usage.disk_write_bytes, usage.other_cpu_s,
+                 usage.wall_s, usage.server_cpu_s)
 
 
 def collect(spec: RunSpec, produced: ProduceOutcome, consumed: ConsumeOutcome,

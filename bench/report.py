@@ -45,6 +45,9 @@ def run_record(system: str, durability: str, result: RunResult, limits: Limits) 
     for phase in record["phases"]:
         payload = phase["payload_bytes"]
         phase["cpu_s_per_gb"] = phase["cpu_s"] / (payload / 1e9) if payload else None
+        server = phase.get("server_cpu_s")
+        phase["server_cpu_s_per_gb"] = (
+            server / (payload / 1e9) if payload and server is not None else None)
         written = phase["disk_write_bytes"]
         phase["write_amplification"] = (
             written / payload if payload and written is not None else None)

@@ -28,6 +28,7 @@ class Usage:
     disk_write_bytes: int | None
     other_cpu_s: float | None = None
     wall_s: float = 0.0
+    server_cpu_s: float | None = None  # the server processes' share of cpu_s (None: none)
 
 
 def process_cpu_s(pid: int) -> float | None:
@@ -71,19 +72,21 @@ class Meter:
 
     def __init__(self, server_pids: list[int] | None = None) -> None:
         self._pids = list(server_pids or [])
-        self._start: tuple[float, int | None, float | None, float] | None = None
+        self._start: tuple[float, float, int | None, float | None, float] | None = None
 
-    def _read(self) -> tuple[float, int | None, float | None, float]:
+    def _read(self) -> tuple[float, float, int | None, float | None, float]:
+        """(own CPU, servers' CPU, bytes written, machine busy CPU, wall clock)."""
         wall = time.monotonic()
         machine = machine_busy_cpu_s()
         cpu = own_cpu_s()
+        server_cpu = 0.0
         written = process_write_bytes()
         for pid in self._pids:
-            cpu += process_cpu_s(pid) or 0.0
+            server_cpu += process_cpu_s(pid) or 0.0
             server_written = process_write_bytes(pid)
             written = None if written is None or server_written is None else (
                 written + server_written)
-        return cpu, written, machine, wall
+        return cpu, server_cpu, written, machine, wall
 
     def start(self) -> None:
         self._start = self._read()
@@ -92,14 +95,16 @@ class Meter:
         """Usage since :meth:`start`."""
         if self._start is None:
             raise RuntimeError("Meter.stop() before start()")
-        cpu0, written0, machine0, wall0 = self._start
-        cpu1, written1, machine1, wall1 = self._read()
+        cpu0, server0, written0, machine0, wall0 = self._start
+        cpu1, server1, written1, machine1, wall1 = self._read()
         self._start = None
         written = None if written0 is None or written1 is None else written1 - written0
+        cpu = cpu1 - cpu0 + server1 - server0
         other = None if machine0 is None or machine1 is None else max(
-            0.0, machine1 - machine0 - (cpu1 - cpu0))
-        return Usage(cpu_s=cpu1 - cpu0, disk_write_bytes=written, other_cpu_s=other,
-                     wall_s=wall1 - wall0)
+            0.0, machine1 - machine0 - cpu)
+        return Usage(cpu_s=cpu, disk_write_bytes=written, other_cpu_s=other,
+                     wall_s=wall1 - wall0,
+                     server_cpu_s=server1 - server0 if self._pids else None)
 
 
 def pid_listening_on(port: int) -> int | None:

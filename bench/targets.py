@@ -11,6 +11,14 @@
    (fixed-rate run, coordinated omission corrected), every logstore system, partition count
    and value size.
 4. End-to-end p99 <= 10 ms in the same runs.
+
+The broker's (issue 12), for ``logstore-broker (confluent)``, 100 B values:
+
+5. Produce >= 500,000 records/s (max-rate run) and consume >= 1,000,000 records/s (the
+   backlog run's consume phase: reading what is there, not tailing a slower producer).
+6. The broker process's CPU per GB at most 2x the embedded path's (``durability=fsync``, the
+   whole process: clients and storage), in each phase of the backlog run.
+7. Produce-acknowledgement p99 <= 10 ms at 50% of the max rate (fixed-rate run).
 """
 
 from __future__ import annotations
@@ -20,6 +28,11 @@ from typing import Any
 from bench.workloads import size_label
 
 EMBEDDED = "logstore-embedded"
+BROKER = "logstore-broker (confluent)"
+BROKER_PRODUCE_GOAL = 500_000.0
+BROKER_CONSUME_GOAL = 1_000_000.0
+BROKER_CPU_RATIO_GOAL = 2.0
+BROKER_ACK_P99_GOAL_MS = 10.0
 PEER_GOALS = {"redis-streams": 5.0, "nats-jetstream": 10.0}
 DISK_FRACTION_GOAL = 0.5
 ACK_P99_GOAL_MS = 5.0
@@ -48,7 +61,8 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (target, subject): measured value, goal, and whether it is met (None when
     the figure is missing: a system skipped or a run failed)."""
     systems = {s["name"]: s for s in doc["systems"] if not s.get("skipped")}
-    return [*_peer_rows(doc, systems), *_disk_rows(doc, systems), *_latency_rows(doc, systems)]
+    return [*_peer_rows(doc, systems), *_disk_rows(doc, systems), *_latency_rows(doc, systems),
+            *_broker_rows(doc, systems)]
 
 
 def _peer_rows(doc: dict[str, Any], systems: dict[str, Any]) -> list[dict[str, Any]]:
@@ -116,7 +130,8 @@ def _disk_rows(doc: dict[str, Any], systems: dict[str, Any]) -> list[dict[str, A
 def _latency_rows(doc: dict[str, Any], systems: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, system in systems.items():
-        if not name.startswith("logstore") or system["durability"] != "fsync":
+        if (not name.startswith("logstore") or name.startswith("logstore-broker")
+                or system["durability"] != "fsync"):
             continue
         for value_bytes in doc["settings"]["value_sizes"]:
             for p in doc["settings"]["partitions"]:
@@ -131,4 +146,41 @@ def _latency_rows(doc: dict[str, Any], systems: dict[str, Any]) -> list[dict[str
                         text = f"{p99:.2f} ms at {run['produce_records_per_s']:,.0f} rec/s{late}"
                     rows.append(_row(f"durable {label} p99 <= {goal:g} ms at 50% of max rate",
                                      subject, p99, goal, text, False))
+    return rows
+
+
+def _broker_rows(doc: dict[str, Any], systems: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if BROKER not in systems or 100 not in doc["settings"]["value_sizes"]:
+        return rows
+    embedded = f"{EMBEDDED} (fsync)"
+    for p in doc["settings"]["partitions"]:
+        subject = f"{BROKER}, {p} partition(s), 100 B"
+        top = find(doc, BROKER, "max-rate", p, 100)
+        rate = top["produce_records_per_s"] if top else None
+        rows.append(_row(f"broker produce >= {BROKER_PRODUCE_GOAL:,.0f} rec/s", subject, rate,
+                         BROKER_PRODUCE_GOAL, f"{rate:,.0f} rec/s" if rate else "", True))
+        backlog = find(doc, BROKER, "backlog", p, 100)
+        rate = backlog["consume_records_per_s"] if backlog else None
+        rows.append(_row(f"broker consume >= {BROKER_CONSUME_GOAL:,.0f} rec/s (backlog)",
+                         subject, rate, BROKER_CONSUME_GOAL,
+                         f"{rate:,.0f} rec/s" if rate else "", True))
+        ours = find(doc, embedded, "backlog", p, 100)
+        for index, phase in enumerate(("produce", "consume")):
+            ratio, text = None, ""
+            if backlog and ours:
+                broker_phase, embedded_phase = backlog["phases"][index], ours["phases"][index]
+                server = broker_phase.get("server_cpu_s_per_gb")
+                if server is not None and embedded_phase["cpu_s_per_gb"]:
+                    ratio = server / embedded_phase["cpu_s_per_gb"]
+                    text = (f"{ratio:.2f}x ({server:.1f} vs {embedded_phase['cpu_s_per_gb']:.1f}"
+                            f" CPU s/GB; with the clients {broker_phase['cpu_s_per_gb']:.1f})")
+            rows.append(_row(f"broker CPU/GB ({phase}) <= {BROKER_CPU_RATIO_GOAL:g}x embedded",
+                             f"{BROKER} vs {embedded}, {p} partition(s), 100 B", ratio,
+                             BROKER_CPU_RATIO_GOAL, text, False))
+        run = find(doc, BROKER, "fixed-rate", p, 100)
+        p99 = run["ack"]["p99_ms"] if run and run.get("ack") else None
+        text = f"{p99:.2f} ms at {run['produce_records_per_s']:,.0f} rec/s" if run and p99 else ""
+        rows.append(_row(f"broker produce ack p99 <= {BROKER_ACK_P99_GOAL_MS:g} ms at 50% of "
+                         "max rate", subject, p99, BROKER_ACK_P99_GOAL_MS, text, False))
     return rows

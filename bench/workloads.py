@@ -68,6 +68,7 @@ class Phase:
     disk_write_bytes: int | None
     other_cpu_s: float | None = None  # CPU used by everything else on the machine meanwhile
     wall_s: float = 0.0  # how long the phase took
+    server_cpu_s: float | None = None  # the server processes' share of cpu_s (None: none)
 
 
 @dataclass

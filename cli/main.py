@@ -28,6 +28,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from logstore.cli.acls import acls
 from logstore.cli.check import check, repair
 from logstore.cli.compact import compact
 from logstore.cli.db import db
@@ -42,6 +43,7 @@ from logstore.cli.tail import tail
 from logstore.cli.tier import tier
 from logstore.cli.topics import topics
 from logstore.cli.transactions import transactions
+from logstore.cli.users import users
 
 import logstore
 from logstore.embedded import default_metadata_url
@@ -236,7 +238,7 @@ def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None,
 
 
 for _command in (topics, groups, transactions, produce, tail, dump, demo, db, maintenance,
-                 compact, tier, check, repair, serve):
+                 compact, tier, check, repair, serve, users, acls):
     cli.add_command(_command)
 
 

@@ -34,6 +34,7 @@ from logstore.errors import (
     LogstoreError,
     PartitionOfflineError,
     StaleVersionError,
+    TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
 from logstore.log.cleanable import sections
@@ -83,12 +84,27 @@ class TopicAdmin:
         self._clock = clock
 
     def create_topic(
-        self, name: str, partitions: int = 1, config: Mapping[str, object] | None = None
+        self, name: str, partitions: int = 1, config: Mapping[str, object] | None = None,
+        *, validate_only: bool = False,
     ) -> TopicDescription:
+        """Create a topic; ``validate_only``: check everything, create nothing, and return the
+        topic as it would be (its ``topic_id`` empty)."""
         validate_topic_name(name)
         _validate_partition_count(partitions)
         overrides = validate_overrides(config or {})
         check_combination(overrides)
+        # A new topic is empty: described without opening its (maybe thousands of) partitions.
+        empty = tuple(
+            PartitionDescription(partition=p, log_start_offset=0, log_end_offset=0,
+                                 high_watermark=0, size_bytes=0, segment_count=1,
+                                 last_stable_offset=0)
+            for p in range(partitions))
+        if validate_only:
+            if self._store.get_topic(name) is not None:
+                raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+            return self._description(
+                TopicRecord(name=name, topic_id="", partition_count=partitions,
+                            configs=overrides), empty)
         record = self._store.create_topic(
             name, partitions, overrides, created_ms=self._clock.time_ms()
         )
@@ -99,12 +115,7 @@ class TopicAdmin:
             self._undo_create(record)
             raise
         self._cache.put(record)
-        # A new topic is empty: described without opening its (maybe thousands of) partitions.
-        return self._description(record, tuple(
-            PartitionDescription(partition=p, log_start_offset=0, log_end_offset=0,
-                                 high_watermark=0, size_bytes=0, segment_count=1,
-                                 last_stable_offset=0)
-            for p in range(partitions)))
+        return self._description(record, empty)
 
     def _undo_create(self, record: TopicRecord) -> None:
         try:
@@ -163,7 +174,7 @@ class TopicAdmin:
         return tuple(described)
 
     def alter_topic_config(
-        self, name: str, changes: Mapping[str, object | None]
+        self, name: str, changes: Mapping[str, object | None], *, validate_only: bool = False
     ) -> TopicDescription:
         """Set the given config keys; a value of None removes the override (back to default)."""
         validate_topic_name(name)
@@ -173,9 +184,26 @@ class TopicAdmin:
         if unknown:
             raise InvalidConfigurationError(f"unknown topic config {unknown[0]!r}")
 
-        def change(topic: CachedTopic) -> dict[str, object]:
-            merged = {k: v for k, v in topic.record.configs.items() if k not in to_delete}
+        def edit(current: Mapping[str, str]) -> dict[str, object]:
+            merged: dict[str, object] = {
+                k: v for k, v in current.items() if k not in to_delete}
             merged.update(to_set)
+            return merged
+
+        return self.update_topic_config(name, edit, validate_only=validate_only)
+
+    def update_topic_config(
+        self, name: str, edit: Callable[[Mapping[str, str]], Mapping[str, object]], *,
+        validate_only: bool = False,
+    ) -> TopicDescription:
+        """Replace the topic's config overrides with ``edit(current overrides)``, validated as
+        a whole, by compare-and-swap: ``edit`` is called again when another writer changed the
+        topic meanwhile, so it must have no side effects. ``validate_only``: check, write
+        nothing, and return the topic as it would be (without partition descriptions)."""
+        validate_topic_name(name)
+
+        def overrides(topic: CachedTopic) -> dict[str, str]:
+            merged = validate_overrides(edit(dict(topic.record.configs)))
             check_combination(merged)
             if (topic.config.remote_storage_enable
                     and not TopicConfig.from_overrides(merged).remote_storage_enable):
@@ -183,13 +211,20 @@ class TopicAdmin:
                 # clean the remote segments any more.
                 raise InvalidConfigurationError(
                     f"remote.storage.enable cannot be turned off for topic {name!r} once on")
-            return {"configs": merged}
+            return merged
 
-        self._update(name, change)
+        if validate_only:
+            topic = self._fresh(name)
+            return self._description(replace(topic.record, configs=overrides(topic)), ())
+        self._update(name, lambda topic: {"configs": overrides(topic)})
         return self.describe_topic(name)
 
-    def create_partitions(self, name: str, total: int) -> TopicDescription:
-        """Grow the topic to ``total`` partitions (partitions can never be removed)."""
+    def create_partitions(
+        self, name: str, total: int, *, validate_only: bool = False
+    ) -> TopicDescription:
+        """Grow the topic to ``total`` partitions (partitions can never be removed).
+        ``validate_only``: check, change nothing, and return the topic as it would be (without
+        partition descriptions)."""
         validate_topic_name(name)
         _validate_partition_count(total)
 
@@ -201,6 +236,10 @@ class TopicAdmin:
                 )
             return {"partition_count": total}
 
+        if validate_only:
+            topic = self._fresh(name)
+            change(topic)
+            return self._description(replace(topic.record, partition_count=total), ())
         before, record = self._update(name, change)
         self._manager.create_partitions(
             name, record.topic_id, range(before.partition_count, total)

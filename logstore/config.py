@@ -26,6 +26,8 @@ class ConfigKey:
     default: str
     parse: Callable[[str], object]
     doc: str
+    list_valued: bool = False
+    """A comma-separated list (Kafka's LIST type: items can be appended and subtracted)."""
 
 
 def _long(minimum: int, maximum: int = _LONG_MAX) -> Callable[[str], int]:
@@ -87,6 +89,7 @@ TOPIC_CONFIG_KEYS: dict[str, ConfigKey] = {
             "What to do with old segments: 'delete' drops them by retention.ms / "
             "retention.bytes; 'compact' keeps at least the latest record of every key (the log "
             "cleaner, `logstore compact`); 'compact,delete' does both.",
+            list_valued=True,
         ),
         ConfigKey(
             "min.cleanable.dirty.ratio",

@@ -228,12 +228,13 @@ class Log:
     # --- topics ------------------------------------------------------------------------------
 
     def create_topic(
-        self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None
+        self, name: str, partitions: int = 1, config: Mapping[str, Any] | None = None,
+        *, validate_only: bool = False,
     ) -> TopicDescription:
-        """Create a topic. Raises TopicAlreadyExistsError, InvalidTopicError,
-        InvalidPartitionsError or InvalidConfigurationError."""
+        """Create a topic (``validate_only``: only check). Raises TopicAlreadyExistsError,
+        InvalidTopicError, InvalidPartitionsError or InvalidConfigurationError."""
         self._ensure_open()
-        return self._admin.create_topic(name, partitions, config)
+        return self._admin.create_topic(name, partitions, config, validate_only=validate_only)
 
     def list_topics(self) -> list[str]:
         """Names of all topics, sorted."""
@@ -245,15 +246,26 @@ class Log:
         self._ensure_open()
         return self._admin.describe_topic(name)
 
-    def alter_topic_config(self, name: str, config: Mapping[str, Any]) -> TopicDescription:
+    def alter_topic_config(self, name: str, config: Mapping[str, Any], *,
+                           validate_only: bool = False) -> TopicDescription:
         """Set config keys of a topic (a value of None restores the default)."""
         self._ensure_open()
-        return self._admin.alter_topic_config(name, config)
+        return self._admin.alter_topic_config(name, config, validate_only=validate_only)
 
-    def create_partitions(self, name: str, total: int) -> TopicDescription:
-        """Grow a topic to ``total`` partitions."""
+    def update_topic_config(
+        self, name: str, edit: Callable[[Mapping[str, str]], Mapping[str, Any]], *,
+        validate_only: bool = False,
+    ) -> TopicDescription:
+        """Replace a topic's config overrides with ``edit(current overrides)`` atomically
+        (``edit`` may be called again if the topic changed meanwhile)."""
         self._ensure_open()
-        return self._admin.create_partitions(name, total)
+        return self._admin.update_topic_config(name, edit, validate_only=validate_only)
+
+    def create_partitions(self, name: str, total: int, *,
+                          validate_only: bool = False) -> TopicDescription:
+        """Grow a topic to ``total`` partitions (``validate_only``: only check)."""
+        self._ensure_open()
+        return self._admin.create_partitions(name, total, validate_only=validate_only)
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic and all its records."""

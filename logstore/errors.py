@@ -83,6 +83,18 @@ class InvalidPartitionsError(LogstoreError):
     error_code = 37  # INVALID_PARTITIONS
 
 
+class InvalidReplicationFactorError(LogstoreError):
+    """A replication factor this cluster cannot have."""
+
+    error_code = 38  # INVALID_REPLICATION_FACTOR
+
+
+class InvalidReplicaAssignmentError(LogstoreError):
+    """A manual replica assignment this cluster cannot have."""
+
+    error_code = 39  # INVALID_REPLICA_ASSIGNMENT
+
+
 class InvalidConfigurationError(LogstoreError):
     """A configuration key is unknown or its value is not valid."""
 
@@ -337,6 +349,63 @@ class InvalidArgumentError(LogstoreError, ValueError):
     error_code = 42  # INVALID_REQUEST
 
 
+
+
+# --- security (the broker: SASL, ACLs; the users and ACLs of the metadata store) -------------
+
+
+class AuthenticationError(LogstoreError):
+    """A client could not be authenticated (the broker closes its connection)."""
+
+    error_code = 58  # SASL_AUTHENTICATION_FAILED
+
+
+class UnsupportedSaslMechanismError(AuthenticationError):
+    """The client asked for a SASL mechanism this listener does not enable."""
+
+    error_code = 33  # UNSUPPORTED_SASL_MECHANISM
+
+
+class IllegalSaslStateError(AuthenticationError):
+    """A SASL request out of order (authenticating before the handshake, or twice)."""
+
+    error_code = 34  # ILLEGAL_SASL_STATE
+
+
+class AuthorizationError(LogstoreError):
+    """The principal is not allowed the operation (by the ACLs)."""
+
+    error_code = 31  # CLUSTER_AUTHORIZATION_FAILED
+
+
+class TopicAuthorizationFailedError(AuthorizationError):
+    """The principal is not allowed the operation on this topic."""
+
+    error_code = 29  # TOPIC_AUTHORIZATION_FAILED
+
+
+class GroupAuthorizationFailedError(AuthorizationError):
+    """The principal is not allowed the operation on this consumer group."""
+
+    error_code = 30  # GROUP_AUTHORIZATION_FAILED
+
+
+class TransactionalIdAuthorizationFailedError(AuthorizationError):
+    """The principal is not allowed the operation on this transactional id."""
+
+    error_code = 53  # TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+class ResourceNotFoundError(LogstoreError):
+    """The resource named (a user, an ACL) does not exist."""
+
+    error_code = 91  # RESOURCE_NOT_FOUND
+
+
+class DuplicateResourceError(LogstoreError):
+    """The resource named (a user) already exists."""
+
+    error_code = 92  # DUPLICATE_RESOURCE
 
 
 # --- object stores -----------------------------------------------------------------------------

@@ -11,12 +11,19 @@ NAMES = (
     "logstore-embedded-fsync",
     "logstore-embedded-os",
     "logstore-processes-fsync",
+    "logstore-broker-confluent",
+    "logstore-broker-kafka-python",
+    "logstore-broker-aiokafka",
     "redis-always",
     "redis-everysec",
     "nats",
 )
-# The client library each peer's adapter imports (from the `bench` extra); logstore's need none.
-CLIENT_LIBRARIES = {"redis-always": "redis", "redis-everysec": "redis", "nats": "nats"}
+# The client library each adapter imports (from the `bench` extra); embedded logstore's
+# need none.
+CLIENT_LIBRARIES = {"redis-always": "redis", "redis-everysec": "redis", "nats": "nats",
+                    "logstore-broker-confluent": "confluent_kafka",
+                    "logstore-broker-kafka-python": "kafka",
+                    "logstore-broker-aiokafka": "aiokafka"}
 
 
 def create(name: str, base_dir: Path | None, *, redis_url: str = "redis://127.0.0.1:6379",
@@ -32,6 +39,10 @@ def create(name: str, base_dir: Path | None, *, redis_url: str = "redis://127.0.
         from bench.systems.logstore_procs import LogstoreProcesses
 
         return LogstoreProcesses(name.rsplit("-", 1)[1], base_dir)
+    if name.startswith("logstore-broker-"):
+        from bench.systems.logstore_broker import LogstoreBroker
+
+        return LogstoreBroker(name.removeprefix("logstore-broker-"), base_dir)
     if name.startswith("redis-"):
         from bench.systems.redis_streams import RedisStreams
 

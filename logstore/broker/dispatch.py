@@ -35,6 +35,8 @@ from logstore.protocol.frames import (
 )
 
 if TYPE_CHECKING:
+    from logstore.backends.security_records import AclOperation, ResourceType
+    from logstore.broker.auth.security import Session
     from logstore.broker.server import BrokerServices
 
 _log = logging.getLogger("logstore.broker")
@@ -52,7 +54,9 @@ class RawResponse:
 
 @dataclass(slots=True)
 class RequestContext:
-    """What a handler knows about the request it serves."""
+    """What a handler knows about the request it serves: the connection's ``principal``
+    (``User:ANONYMOUS`` until authenticated) and ``session`` (its SASL state, see
+    ``logstore.broker.auth.security``)."""
 
     services: BrokerServices
     api_key: int
@@ -62,10 +66,32 @@ class RequestContext:
     peer: str
     principal: str = "User:ANONYMOUS"
     extra: dict[str, Any] = field(default_factory=dict)
+    session: Session | None = None
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking call (storage, the metadata store) off the event loop."""
         return await self.services.run(fn, *args)
+
+    @property
+    def host(self) -> str:
+        """The client's IP address (what ACL hosts match)."""
+        if self.session is not None:
+            return self.session.host
+        return self.peer.rpartition(":")[0] or self.peer
+
+    async def authorize(self, resource_type: ResourceType, name: str,
+                        operation: AclOperation) -> bool:
+        """May this request's principal do ``operation`` on the resource (by the ACLs; see
+        ``logstore.broker.auth.authorizer``)? Cheap: the ACLs are cached; with none at all,
+        always True."""
+        return await self.services.security.authorizer.authorize(
+            self.services.run, self.principal, self.host, resource_type, name, operation)
+
+    async def authorize_any(self, resource_type: ResourceType, operation: AclOperation) -> bool:
+        """May this request's principal do ``operation`` on some resource of the type (e.g.
+        WRITE on some topic, which implies IDEMPOTENT_WRITE on the cluster)?"""
+        return await self.services.security.authorizer.authorize_any(
+            self.services.run, self.principal, self.host, resource_type, operation)
 
 
 Handler = Callable[[RequestContext, Any], Awaitable[Any]]

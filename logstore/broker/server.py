@@ -25,13 +25,17 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from logstore.backends.security_records import check_principal
+from logstore.broker.auth import SASL_MECHANISMS, BrokerSecurity, SecurityProtocol
+from logstore.broker.auth.tls import CLIENT_AUTH_MODES
 from logstore.broker.connection import Connection
 from logstore.broker.dispatch import Dispatcher
 from logstore.broker.metrics import BrokerMetrics
+from logstore.broker.metrics_http import MetricsEndpoint, registry_for, validate_listen
 from logstore.errors import InvalidArgumentError, StorageError
 
 if TYPE_CHECKING:
@@ -70,6 +74,32 @@ class BrokerConfig:
     num_partitions: int = 1
     """``num.partitions``: of topics created automatically."""
     io_threads: int = DEFAULT_IO_THREADS
+    metrics_listen: tuple[str, int] | None = None
+    """(host, port) of the Prometheus endpoint (``--metrics-listen``); None: no endpoint."""
+    security_protocol: str = "PLAINTEXT"
+    """The listener's security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (the role
+    of ``listener.security.protocol.map``; see ``logstore.broker.auth.security``)."""
+    tls_cert_path: str | None = None
+    """PEM server certificate chain (``ssl.keystore.location``); SSL and SASL_SSL need it."""
+    tls_key_path: str | None = None
+    """PEM private key of the certificate."""
+    tls_key_password: str | None = field(default=None, repr=False)
+    """Password of an encrypted key (``ssl.key.password``)."""
+    tls_client_ca_path: str | None = None
+    """PEM CA certificates that sign clients' certificates (``ssl.truststore.location``)."""
+    tls_client_auth: str = "none"
+    """``ssl.client.auth``: none, requested or required (needs ``tls_client_ca_path``)."""
+    sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS
+    """``sasl.enabled.mechanisms``: of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN."""
+    sasl_max_receive_bytes: int = 512 * 1024
+    """``sasl.server.max.receive.size``: the frame limit before authentication."""
+    super_users: tuple[str, ...] = ()
+    """``super.users``: principals (``User:admin``) that every ACL check allows."""
+    allow_everyone_if_no_acl_found: bool = False
+    """``allow.everyone.if.no.acl.found``: allow resources no ACL names (once any ACL
+    exists; with no ACL at all everything is allowed, see ``logstore.broker.auth.authorizer``)."""
+    acl_max_age_ms: int = 1000
+    """How long the ACLs read from the metadata store are used before reading them again."""
 
     def __post_init__(self) -> None:
         for name in ("listen_port", "max_request_bytes", "max_connections", "idle_timeout_ms",
@@ -80,6 +110,47 @@ class BrokerConfig:
         if self.num_partitions < 1 or self.io_threads < 1 or self.max_request_bytes < 1024:
             raise InvalidArgumentError("num_partitions and io_threads must be at least 1, "
                                        "max_request_bytes at least 1024")
+        self._check_security()
+        validate_listen(self.metrics_listen)
+
+    def _check_security(self) -> None:
+        for name in ("sasl_max_receive_bytes", "acl_max_age_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
+        names = ", ".join(p.value for p in SecurityProtocol)
+        if self.security_protocol not in {p.value for p in SecurityProtocol}:
+            raise InvalidArgumentError(f"security_protocol must be one of {names}, got "
+                                       f"{self.security_protocol!r}")
+        protocol = SecurityProtocol(self.security_protocol)
+        tls_options = {"tls_cert_path": self.tls_cert_path, "tls_key_path": self.tls_key_path,
+                       "tls_client_ca_path": self.tls_client_ca_path}
+        if protocol.uses_tls:
+            if not self.tls_cert_path or not self.tls_key_path:
+                raise InvalidArgumentError(f"a {protocol.value} listener needs "
+                                           "tls_cert_path and tls_key_path")
+        elif any(tls_options.values()) or self.tls_client_auth != "none":
+            given = [name for name, value in tls_options.items() if value]
+            raise InvalidArgumentError(
+                f"{', '.join(given) or 'tls_client_auth'} given for a {protocol.value} "
+                "listener, which does not use TLS (security_protocol SSL or SASL_SSL does)")
+        if self.tls_client_auth not in CLIENT_AUTH_MODES:
+            raise InvalidArgumentError(f"tls_client_auth must be one of "
+                                       f"{', '.join(CLIENT_AUTH_MODES)}, got "
+                                       f"{self.tls_client_auth!r}")
+        if self.tls_client_auth != "none" and not self.tls_client_ca_path:
+            raise InvalidArgumentError(f"tls_client_auth {self.tls_client_auth!r} needs "
+                                       "tls_client_ca_path")
+        mechanisms = self.sasl_mechanisms
+        if (not isinstance(mechanisms, tuple) or not mechanisms
+                or any(m not in SASL_MECHANISMS for m in mechanisms)):
+            raise InvalidArgumentError(f"sasl_mechanisms must be a non-empty tuple of "
+                                       f"{', '.join(SASL_MECHANISMS)}, got {mechanisms!r}")
+        if not isinstance(self.super_users, tuple):
+            raise InvalidArgumentError(f"super_users must be a tuple of principals, got "
+                                       f"{self.super_users!r}")
+        for principal in self.super_users:
+            check_principal(principal)
 
 
 class ConnectionRegistry:
@@ -126,7 +197,8 @@ class AppendWaiters:
 
 
 class BrokerServices:
-    """What handlers use: the log, the settings, the storage threads, the waiters."""
+    """What handlers use: the log, the settings, the storage threads, the waiters, the
+    listener's security (``security``: TLS context, sessions, the authorizer)."""
 
     def __init__(self, log: Log, config: BrokerConfig, dispatcher: Dispatcher,
                  metrics: BrokerMetrics) -> None:
@@ -140,6 +212,7 @@ class BrokerServices:
                                            thread_name_prefix="logstore-broker-io")
         self.advertised: tuple[str, int] = (config.listen_host, config.listen_port)
         self.cluster_id = cluster_id_of(log)
+        self.security = BrokerSecurity(config, log.metadata, self.run)
         self._watched: set[Path] = set()
         self._watched_lock = threading.Lock()
 
@@ -204,6 +277,7 @@ class Broker:
         self._start_error: BaseException | None = None
         self._handle_signals = False
         self.address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -253,7 +327,12 @@ class Broker:
                 self._loop.add_signal_handler(signum, self._on_signal, signum)
         bridge_stop = threading.Event()
         bridge: threading.Thread | None = None
+        metrics: MetricsEndpoint | None = None
         try:
+            if self.config.metrics_listen is not None:
+                metrics = MetricsEndpoint.start(registry_for(self.services),
+                                                *self.config.metrics_listen)
+                self.metrics_address = metrics.address
             try:
                 self._server = await self._loop.create_server(
                     lambda: Connection(self.services), self.config.listen_host,
@@ -281,6 +360,8 @@ class Broker:
             self._start_error = exc
             raise
         finally:
+            if metrics is not None:
+                metrics.stop()
             bridge_stop.set()
             if bridge is not None:
                 bridge.join(timeout=5)

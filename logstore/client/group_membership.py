@@ -31,7 +31,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from logstore.clock import Clock, ClockCondition
@@ -281,8 +281,10 @@ class GroupMembership:
         """The leader's part: run the group's assignor over every member's subscription."""
         protocol = view.protocol or self._preference[0]
         assignor = self._assignors[protocol]
+        # The instance id is not part of the encoded subscription: the group knows it.
         subscriptions = {
-            member.member_id: decode_subscription(member.metadata_for(protocol))
+            member.member_id: replace(decode_subscription(member.metadata_for(protocol)),
+                                      group_instance_id=member.group_instance_id)
             for member in view.members
         }
         topics = sorted({t for s in subscriptions.values() for t in s.topics})

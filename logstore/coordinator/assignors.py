@@ -35,7 +35,8 @@ class Subscription:
 
     ``owned_partitions``: what the member owns now (used by sticky/cooperative assignors).
     ``group_instance_id``: set for static members (KIP-345); assignors may sort by it so a
-    restarted static member gets the same partitions.
+    restarted static member gets the same partitions. (Not part of the encoded subscription:
+    the leader takes it from the member's JoinGroup.) ``rack_id``: the member's ``client.rack``.
     """
 
     topics: tuple[str, ...]
@@ -43,6 +44,7 @@ class Subscription:
     generation: int = -1
     group_instance_id: str | None = None
     user_data: bytes = field(default=b"")
+    rack_id: str | None = None
 
 
 class PartitionAssignor(Protocol):

@@ -15,7 +15,7 @@ Stateless apart from its store and clock: thread-safe.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from logstore.backends.group_records import CommittedOffset, GroupRecord, GroupSnapshot
@@ -23,7 +23,7 @@ from logstore.backends.metadata import MetadataStore
 from logstore.clock import Clock
 from logstore.coordinator import consumer_protocol, group_state
 from logstore.coordinator.group_state import GroupView, JoinRequest
-from logstore.errors import LogstoreError
+from logstore.errors import GroupIdNotFoundError, LogstoreError
 from logstore.types import TopicPartition
 
 T = TypeVar("T")
@@ -72,6 +72,16 @@ class GroupCoordinator:
             group_id, lambda s: group_state.leave(s, group_id, member_id, self._clock.time_ms())
         )
 
+    def leave_members(
+        self, group_id: str, members: Sequence[tuple[str, str | None]]
+    ) -> tuple[LogstoreError | None, ...]:
+        """Remove members named by (member id, group instance id): Kafka's LeaveGroup v3+.
+        Returns each one's outcome (None: removed); see ``group_state.leave_members``."""
+        return self._store.update_group(
+            group_id, lambda s: group_state.leave_members(s, group_id, members,
+                                                          self._clock.time_ms())
+        )
+
     def commit_offsets(
         self, group_id: str, offsets: Mapping[TopicPartition, CommittedOffset], *,
         member_id: str = "", generation: int = group_state.NO_GENERATION,
@@ -102,6 +112,22 @@ class GroupCoordinator:
             group_id, lambda s: group_state.expire(s, group_id, self._clock.time_ms())
         )
         return self._store.read_group(group_id)
+
+    def read_group(self, group_id: str) -> GroupSnapshot:
+        """The group as stored (no lock, no maintenance: cheap enough to poll)."""
+        return self._store.read_group(group_id)
+
+    def current_group(self, group_id: str) -> GroupSnapshot:
+        """The group now: as stored, after maintenance (a write) only if some member's
+        session or a deadline has run out. ``group`` is None if the group does not exist."""
+        snapshot = self._store.read_group(group_id)
+        due = group_state.next_maintenance_ms(snapshot)
+        if due is None or due > self._clock.time_ms():
+            return snapshot
+        try:
+            return self.describe_group(group_id)
+        except GroupIdNotFoundError:
+            return GroupSnapshot(None)
 
     def list_groups(self) -> list[GroupRecord]:
         return self._store.list_groups()

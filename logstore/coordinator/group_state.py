@@ -34,26 +34,34 @@ Rules:
   member takes over its member row (new member id, same assignment); when the group is Stable
   and the member's metadata is unchanged, no rebalance happens. The old member id is fenced.
 * Offsets may be committed by a member of the current generation while the group is Stable or
-  PreparingRebalance (so revocation callbacks can commit), or with generation -1 by a client
-  that does not use group management, only while the group has no members.
+  PreparingRebalance (so revocation callbacks can commit, and cooperative members that already
+  rejoined go on committing until the next generation completes), or with generation -1 by a
+  client that does not use group management, only while the group has no members.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from logstore.backends.group_records import (
     COMPLETING_REBALANCE,
-    EMPTY,
     PREPARING_REBALANCE,
     STABLE,
     CommittedOffset,
-    GroupRecord,
     GroupSnapshot,
     GroupUpdate,
     MemberRecord,
+)
+from logstore.coordinator.group_work import (
+    GroupView,
+    Work,
+    maintain,
+    maybe_complete,
+    next_maintenance_ms,
+    prepare_rebalance,
+    static_member,
 )
 from logstore.errors import (
     FencedInstanceIdError,
@@ -67,6 +75,12 @@ from logstore.errors import (
     UnknownMemberIdError,
 )
 from logstore.types import TopicPartition
+
+__all__ = [
+    "NO_GENERATION", "GroupView", "JoinRequest", "alter_offsets", "commit", "delete_group",
+    "expire", "heartbeat", "join", "leave", "leave_members", "next_maintenance_ms",
+    "same_bytes", "sync",
+]
 
 NO_GENERATION = -1
 
@@ -85,156 +99,15 @@ class JoinRequest:
     rebalance: bool = False
     """Ask for a rebalance even if nothing about this member changed (e.g. topic metadata
     changed, or a cooperative member revoked partitions and must be given new ones)."""
-
-
-@dataclass(frozen=True, slots=True)
-class GroupView:
-    """What a member learns from a step: where the group is and what concerns the member."""
-
-    member_id: str
-    generation: int
-    state: str
-    protocol: str | None
-    leader_id: str | None
-    joined: bool
-    """The member has joined ``generation`` (True once the rebalance it is part of completed)."""
-    assignment: bytes | None
-    members: tuple[MemberRecord, ...] = ()
-    """All members of ``generation``, given to the leader only (it computes the assignment)."""
-
-    @property
-    def is_leader(self) -> bool:
-        return self.leader_id == self.member_id
-
-
-# --- maintenance ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Work:
-    """A group being changed by one step (mutable scratch state; the result is a GroupUpdate)."""
-
-    group: GroupRecord
-    members: dict[str, MemberRecord]
-    removed: set[str]
-    changed: set[str]
-    group_changed: bool
-
-    @classmethod
-    def of(cls, snapshot: GroupSnapshot, group_id: str, now_ms: int) -> _Work:
-        group = snapshot.group or GroupRecord(group_id=group_id, state_since_ms=now_ms)
-        return cls(group, {m.member_id: m for m in snapshot.members}, set(), set(),
-                   snapshot.group is None)
-
-    def set_group(self, **changes: object) -> None:
-        self.group = replace(self.group, **changes)  # type: ignore[arg-type]
-        self.group_changed = True
-
-    def put(self, member: MemberRecord) -> None:
-        self.members[member.member_id] = member
-        self.changed.add(member.member_id)
-        self.removed.discard(member.member_id)
-
-    def remove(self, member_id: str) -> None:
-        if self.members.pop(member_id, None) is not None:
-            self.removed.add(member_id)
-            self.changed.discard(member_id)
-
-    def update(self, **extra: object) -> GroupUpdate:
-        return GroupUpdate(
-            group=self.group if self.group_changed else None,
-            upsert_members=tuple(self.members[m] for m in sorted(self.changed)),
-            delete_members=tuple(sorted(self.removed)),
-            **extra,  # type: ignore[arg-type]
-        )
-
-    def view(self, member_id: str) -> GroupView:
-        group = self.group
-        member = self.members.get(member_id)
-        joined = member is not None and member.join_generation == group.generation and (
-            group.state in (COMPLETING_REBALANCE, STABLE)
-        )
-        leader = joined and group.leader_id == member_id
-        return GroupView(
-            member_id=member_id,
-            generation=group.generation,
-            state=group.state,
-            protocol=group.protocol,
-            leader_id=group.leader_id,
-            joined=joined,
-            assignment=member.assignment if joined and member is not None else None,
-            members=tuple(sorted(self.members.values(), key=lambda m: m.member_id))
-            if leader else (),
-        )
-
-
-def _maintain(work: _Work, now_ms: int) -> None:
-    group = work.group
-    expired = [m.member_id for m in work.members.values()
-               if m.last_heartbeat_ms + m.session_timeout_ms < now_ms]
-    for member_id in expired:
-        work.remove(member_id)
-    if expired and group.state in (STABLE, COMPLETING_REBALANCE):
-        _prepare_rebalance(work, now_ms)
-    group = work.group
-    if group.state == COMPLETING_REBALANCE:
-        timeout = max((m.rebalance_timeout_ms for m in work.members.values()), default=0)
-        if now_ms > group.state_since_ms + timeout:
-            _prepare_rebalance(work, now_ms)  # the leader never synced
-    _maybe_complete(work, now_ms)
-
-
-def _prepare_rebalance(work: _Work, now_ms: int) -> None:
-    if not work.members:
-        work.set_group(state=EMPTY, state_since_ms=now_ms, rebalance_deadline_ms=-1,
-                       generation=work.group.generation + 1, leader_id=None, protocol=None)
-        return
-    if work.group.state == PREPARING_REBALANCE:
-        return
-    timeout = max(m.rebalance_timeout_ms for m in work.members.values())
-    work.set_group(state=PREPARING_REBALANCE, state_since_ms=now_ms,
-                   rebalance_deadline_ms=now_ms + timeout)
-
-
-def _maybe_complete(work: _Work, now_ms: int) -> None:
-    group = work.group
-    if group.state != PREPARING_REBALANCE:
-        return
-    target = group.generation + 1
-    waiting = [m for m in work.members.values() if m.join_generation != target]
-    if waiting and now_ms < group.rebalance_deadline_ms:
-        return
-    for member in waiting:
-        work.remove(member.member_id)  # did not rejoin in time
-    if not work.members:
-        work.set_group(state=EMPTY, state_since_ms=now_ms, rebalance_deadline_ms=-1,
-                       generation=target, leader_id=None, protocol=None)
-        return
-    members = sorted(work.members.values(), key=lambda m: m.member_id)
-    protocol = _select_protocol(members)
-    leader = group.leader_id if group.leader_id in work.members else members[0].member_id
-    for member in members:
-        if member.assignment is not None:
-            work.put(replace(member, assignment=None))
-    work.set_group(state=COMPLETING_REBALANCE, state_since_ms=now_ms, rebalance_deadline_ms=-1,
-                   generation=target, leader_id=leader, protocol=protocol)
-
-
-def _select_protocol(members: list[MemberRecord]) -> str:
-    """The protocol every member supports that the members prefer most (Kafka's vote: each
-    member votes for its most preferred candidate; ties go to the first candidate in the
-    first member's order)."""
-    supported = set.intersection(*({name for name, _ in m.protocols} for m in members))
-    if not supported:
-        raise InconsistentGroupProtocolError("the members share no partition assignor")
-    order = [name for name, _ in members[0].protocols if name in supported]
-    votes = dict.fromkeys(order, 0)
-    for member in members:
-        for name, _ in member.protocols:
-            if name in supported:
-                votes[name] += 1
-                break
-    return max(order, key=lambda name: (votes[name], -order.index(name)))
+    new_member_id: str = ""
+    """The id a new member (``member_id`` "") gets; "" makes one up. The broker hands ids out
+    before members join (KIP-394: MEMBER_ID_REQUIRED) and joins them with the id they bring."""
+    kafka_rejoin: bool = False
+    """Kafka's rule for a known member joining again (members speaking the Kafka protocol): a
+    rebalance starts if its metadata bytes changed or, in a Stable group, if it is the leader.
+    That is how Kafka clients ask for one (a cooperative member rejoins owning fewer partitions
+    after revoking; a leader rejoins when topic metadata changed). Otherwise subscriptions are
+    compared by ``same_subscription`` and members ask with ``rebalance``."""
 
 
 # --- steps ---------------------------------------------------------------------------------------
@@ -263,8 +136,8 @@ def join(
     """
     if not request.protocols:
         raise InvalidArgumentError("a member must support at least one assignor")
-    work = _Work.of(snapshot, group_id, now_ms)
-    _maintain(work, now_ms)
+    work = Work.of(snapshot, group_id, now_ms)
+    maintain(work, now_ms)
     group = work.group
     if work.members and group.protocol_type and group.protocol_type != request.protocol_type:
         raise InconsistentGroupProtocolError(
@@ -278,9 +151,11 @@ def join(
                 f"the assignors {sorted(names)} share none with the members of group {group_id!r}"
             )
 
+    if not request.member_id and request.new_member_id in work.members:
+        request = replace(request, member_id=request.new_member_id)  # a retried first join
     member = work.members.get(request.member_id) if request.member_id else None
     if request.member_id and member is None:
-        static = _static_member(work, request.group_instance_id)
+        static = static_member(work, request.group_instance_id)
         if static is None:
             raise UnknownMemberIdError(
                 f"member {request.member_id} is not in group {group_id!r}: rejoin as a new member"
@@ -290,8 +165,8 @@ def join(
             "belongs to another member"
         )
     if member is None:
-        previous = _static_member(work, request.group_instance_id)
-        member_id = f"{request.client_id}-{uuid.uuid4()}"
+        previous = static_member(work, request.group_instance_id)
+        member_id = request.new_member_id or f"{request.client_id}-{uuid.uuid4()}"
         if previous is not None:
             # A static member restarted: take over its row and assignment (KIP-345).
             work.remove(previous.member_id)
@@ -316,8 +191,12 @@ def join(
             )
             work.put(member)
     else:
-        unchanged = same_subscription(member.protocols, request.protocols) and (
-            not request.rebalance)
+        if request.kafka_rejoin:
+            unchanged = member.protocols == request.protocols and not (
+                group.state == STABLE and group.leader_id == member.member_id)
+        else:
+            unchanged = same_subscription(member.protocols, request.protocols)
+        unchanged = unchanged and not request.rebalance
         if (unchanged and member.join_generation == group.generation
                 and group.state in (COMPLETING_REBALANCE, STABLE)):
             work.put(replace(member, last_heartbeat_ms=now_ms))
@@ -325,7 +204,7 @@ def join(
 
     member = work.members[member.member_id]
     if work.group.state != PREPARING_REBALANCE:
-        _prepare_rebalance(work, now_ms)
+        prepare_rebalance(work, now_ms)
     work.put(replace(
         member,
         protocols=request.protocols,
@@ -334,23 +213,14 @@ def join(
         join_generation=work.group.generation + 1,
         last_heartbeat_ms=now_ms,
     ))
-    _maybe_complete(work, now_ms)
+    maybe_complete(work, now_ms)
     return _finish(work, request), work.view(member.member_id)
 
 
-def _finish(work: _Work, request: JoinRequest) -> GroupUpdate:
+def _finish(work: Work, request: JoinRequest) -> GroupUpdate:
     if not work.group.protocol_type and request.protocol_type:
         work.set_group(protocol_type=request.protocol_type)
     return work.update()
-
-
-def _static_member(work: _Work, instance_id: str | None) -> MemberRecord | None:
-    if instance_id is None:
-        return None
-    for member in work.members.values():
-        if member.group_instance_id == instance_id:
-            return member
-    return None
 
 
 def sync(
@@ -388,10 +258,13 @@ def heartbeat(
 
 def _member_step(
     snapshot: GroupSnapshot, group_id: str, member_id: str, generation: int, now_ms: int
-) -> tuple[_Work, LogstoreError | None]:
+) -> tuple[Work, LogstoreError | None]:
     """Maintain the group and check that ``member_id`` is a member of ``generation``."""
-    work = _Work.of(snapshot, group_id, now_ms)
-    _maintain(work, now_ms)
+    work = Work.of(snapshot, group_id, now_ms)
+    if snapshot.group is None:
+        work.group_changed = False  # a request naming a group that does not exist creates none
+        return work, UnknownMemberIdError(f"group {group_id!r} does not exist")
+    maintain(work, now_ms)
     member = work.members.get(member_id)
     if member is None:
         return work, UnknownMemberIdError(f"member {member_id} is not in group {group_id!r}")
@@ -410,17 +283,52 @@ def leave(
     snapshot: GroupSnapshot, group_id: str, member_id: str, now_ms: int
 ) -> tuple[GroupUpdate, None]:
     """Remove a member (a consumer closing, or giving up after max.poll.interval.ms)."""
-    work = _Work.of(snapshot, group_id, now_ms)
-    if snapshot.group is None or member_id not in work.members:
-        return GroupUpdate(), None
-    work.remove(member_id)
-    if work.group.leader_id == member_id:
-        work.set_group(leader_id=None)
-    if work.group.state == PREPARING_REBALANCE:
-        _maybe_complete(work, now_ms)
-    else:
-        _prepare_rebalance(work, now_ms)
-    return work.update(), None
+    update, _ = leave_members(snapshot, group_id, ((member_id, None),), now_ms)
+    return update, None
+
+
+def leave_members(
+    snapshot: GroupSnapshot,
+    group_id: str,
+    members: Sequence[tuple[str, str | None]],
+    now_ms: int,
+) -> tuple[GroupUpdate, tuple[LogstoreError | None, ...]]:
+    """Remove members, each named by ``(member_id, group_instance_id)`` (Kafka's LeaveGroup).
+
+    A static member may be named by its instance id alone (member id "": an administrator
+    removing it, KIP-345). Per member the result is None (removed), UnknownMemberIdError, or
+    FencedInstanceIdError (the instance id belongs to another member id). The group rebalances
+    once for all of them.
+    """
+    work = Work.of(snapshot, group_id, now_ms)
+    work.group_changed = False
+    results: list[LogstoreError | None] = []
+    for member_id, instance_id in members:
+        static = static_member(work, instance_id)
+        if instance_id is not None and static is None:
+            results.append(UnknownMemberIdError(
+                f"instance {instance_id!r} is not in group {group_id!r}"))
+            continue
+        if static is not None:
+            if member_id and static.member_id != member_id:
+                results.append(FencedInstanceIdError(
+                    f"instance {instance_id!r} of group {group_id!r} belongs to another member"))
+                continue
+            member_id = static.member_id
+        if member_id not in work.members:
+            results.append(UnknownMemberIdError(
+                f"member {member_id} is not in group {group_id!r}"))
+            continue
+        work.remove(member_id)
+        if work.group.leader_id == member_id:
+            work.set_group(leader_id=None)
+        results.append(None)
+    if work.removed:
+        if work.group.state == PREPARING_REBALANCE:
+            maybe_complete(work, now_ms)
+        else:
+            prepare_rebalance(work, now_ms)
+    return work.update(), tuple(results)
 
 
 def commit(
@@ -432,8 +340,8 @@ def commit(
     now_ms: int,
 ) -> tuple[GroupUpdate, LogstoreError | None]:
     """Store committed offsets, fencing members that are not of the current generation."""
-    work = _Work.of(snapshot, group_id, now_ms)
-    _maintain(work, now_ms)
+    work = Work.of(snapshot, group_id, now_ms)
+    maintain(work, now_ms)
     group = work.group
     if generation == NO_GENERATION and not member_id:
         if work.members:
@@ -443,9 +351,12 @@ def commit(
     else:
         member = work.members.get(member_id)
         if member is None:
+            work.group_changed = work.group_changed and snapshot.group is not None
             return work.update(), UnknownMemberIdError(
                 f"member {member_id} is not in group {group_id!r}")
-        if generation != group.generation or member.join_generation != group.generation:
+        # A member that already rejoined for the next generation still commits as a member
+        # of this one until it completes (cooperative members consume through rebalances).
+        if generation != group.generation or member.join_generation < group.generation:
             return work.update(), IllegalGenerationError(
                 f"generation {generation} of group {group_id!r} is over (now {group.generation})"
             )
@@ -463,8 +374,8 @@ def alter_offsets(
     now_ms: int,
 ) -> tuple[GroupUpdate, None]:
     """Administrative offset change; refused while the group has live members."""
-    work = _Work.of(snapshot, group_id, now_ms)
-    _maintain(work, now_ms)
+    work = Work.of(snapshot, group_id, now_ms)
+    maintain(work, now_ms)
     if work.members:
         raise GroupNotEmptyError(
             f"group {group_id!r} has {len(work.members)} live member(s): stop them before "
@@ -477,8 +388,8 @@ def delete_group(snapshot: GroupSnapshot, group_id: str, now_ms: int) -> tuple[G
     """Delete a group and its offsets; refused while it has live members."""
     if snapshot.group is None:
         raise GroupIdNotFoundError(f"group {group_id!r} does not exist")
-    work = _Work.of(snapshot, group_id, now_ms)
-    _maintain(work, now_ms)
+    work = Work.of(snapshot, group_id, now_ms)
+    maintain(work, now_ms)
     if work.members:
         raise GroupNotEmptyError(
             f"group {group_id!r} has {len(work.members)} live member(s): it cannot be deleted"
@@ -490,6 +401,6 @@ def expire(snapshot: GroupSnapshot, group_id: str, now_ms: int) -> tuple[GroupUp
     """Only maintenance (expire members, finish rebalances); used to describe a group."""
     if snapshot.group is None:
         raise GroupIdNotFoundError(f"group {group_id!r} does not exist")
-    work = _Work.of(snapshot, group_id, now_ms)
-    _maintain(work, now_ms)
+    work = Work.of(snapshot, group_id, now_ms)
+    maintain(work, now_ms)
     return work.update(), work.view("")

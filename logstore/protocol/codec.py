@@ -9,7 +9,10 @@ written through kio: their record batches go out as the stored bytes with a scat
 ``fetch_response``).
 
 Readers and writers are built once per (API key, version) and cached. Bodies come from
-untrusted clients: anything a reader raises becomes :class:`~logstore.protocol.frames.FrameError`.
+untrusted clients: anything a reader raises becomes :class:`~logstore.protocol.frames.FrameError`,
+and a body whose declared counts or lengths do not fit in its frame is refused before kio reads it
+(``bounds``: kio's native reader would allocate what a count declares, and abort the process
+when it cannot).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
 
+from logstore.protocol.bounds import check_bounds
 from logstore.protocol.frames import FrameError
 
 
@@ -56,7 +60,9 @@ def decode_request(api_key: int, api_version: int, frame: bytes | memoryview, of
     """The request body starting at ``offset`` of ``frame``; FrameError if it does not parse.
 
     Bytes after the body are ignored, as Kafka's broker ignores them (librdkafka sends three
-    after a Metadata v12 request's fields)."""
+    after a Metadata v12 request's fields). The body's lengths and counts are checked against
+    the frame first (``bounds``): kio would size arrays from the declared counts."""
+    check_bounds(request_type(api_key, api_version), frame, offset)
     try:
         body, _ = _reader(api_key, api_version)(frame, offset)
     except Exception as exc:

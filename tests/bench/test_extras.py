@@ -77,7 +77,8 @@ def test_bench_needs_the_client_libraries_of_the_chosen_systems_only() -> None:
     def needs(*argv: str) -> list[str]:
         return [need.module for need in main._needs(main._parser().parse_args(argv))]
 
-    assert needs() == ["matplotlib", "redis", "nats"]
+    assert needs() == ["matplotlib", "confluent_kafka", "kafka", "aiokafka", "redis", "nats"]
+    assert needs("--no-plots", "--systems", "logstore-broker-confluent") == ["confluent_kafka"]
     assert needs("--no-plots", "--systems", "logstore-embedded-os,logstore-processes-fsync") == []
     assert needs("--no-plots", "--systems", "redis-everysec") == ["redis"]
     assert needs("--systems", "nats", "--from-json", "x.json") == ["matplotlib"]

@@ -92,6 +92,36 @@ def test_targets_compare_matched_durability_and_flag_misses() -> None:
     assert not any("redis-streams (everysec)" in subject for _, subject in rows)  # skipped
 
 
+def test_broker_targets_compare_its_process_cpu_with_the_embedded_path() -> None:
+    embedded = _runs("logstore-embedded (fsync)", "fsync", 600_000, 100, 3.0)
+    broker = _runs("logstore-broker (confluent)", "fsync", 400_000, 100, 12.0)
+    backlog = broker[2]
+    payload = backlog["phases"][0]["payload_bytes"]
+    # The broker process used 3 of the produce phase's 5 CPU seconds.
+    backlog["phases"][0].update(cpu_s=5.0, server_cpu_s=3.0,
+                                cpu_s_per_gb=5.0 / (payload / 1e9),
+                                server_cpu_s_per_gb=3.0 / (payload / 1e9))
+    doc = _doc(embedded + broker)
+    doc["systems"].append({"name": "logstore-broker (confluent)", "durability": "fsync",
+                           "config": "", "skipped": None})
+    rows = {(r["target"], r["subject"]): r for r in evaluate(doc)}
+    subject = "logstore-broker (confluent), 1 partition(s), 100 B"
+    produce = rows[("broker produce >= 500,000 rec/s", subject)]
+    assert produce["measured"] == 400_000 and produce["met"] is False
+    consume = rows[("broker consume >= 1,000,000 rec/s (backlog)", subject)]
+    assert consume["measured"] == 800_000 and consume["met"] is False
+    versus = "logstore-broker (confluent) vs logstore-embedded (fsync), 1 partition(s), 100 B"
+    cpu = rows[("broker CPU/GB (produce) <= 2x embedded", versus)]
+    # Embedded: 1 CPU s for 600,000 records; broker: 3 CPU s for 400,000 records.
+    assert round(cpu["measured"], 6) == 4.5 and cpu["met"] is False
+    assert rows[("broker CPU/GB (consume) <= 2x embedded", versus)]["met"] is None  # no share
+    ack = rows[("broker produce ack p99 <= 10 ms at 50% of max rate", subject)]
+    assert ack["measured"] == 12.0 and ack["met"] is False
+    # The embedded targets' 5 ms latency goal is not applied to the broker.
+    assert not any(s.startswith("logstore-broker") and t.startswith("durable")
+                   for t, s in rows)
+
+
 def test_markdown_has_every_table_and_marks_failures_and_skips() -> None:
     runs = _runs("logstore-embedded (fsync)", "fsync", 600_000, 100, 3.0)
     failed = run_record("redis-streams (always)", "fsync", RunResult(

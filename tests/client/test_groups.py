@@ -178,6 +178,24 @@ def test_a_static_member_restarting_in_time_keeps_its_partitions_without_a_rebal
     b.close()
 
 
+def test_the_leader_orders_static_members_by_instance_id_whatever_their_member_ids(group_log):
+    # The binary subscription does not carry group.instance.id: the leader takes it from the
+    # group's member rows. Member ids start with the client id, so "a-..." sorts before
+    # "z-...", while the instance ids sort the other way.
+    fill(group_log, "t", 4, 1)
+    first = group_log.consumer(group_id="g", client_id="z", group_instance_id="instance-a",
+                               **FAST)
+    second = group_log.consumer(group_id="g", client_id="a", group_instance_id="instance-z",
+                                **FAST)
+    first.subscribe(["t"])
+    second.subscribe(["t"])
+    poll_until([first, second],
+               lambda: len(first.assignment()) == 2 and len(second.assignment()) == 2)
+    assert owned(first, second) == [{0, 1}, {2, 3}]  # range: static members by instance id
+    first.close()
+    second.close()
+
+
 def test_a_crashed_member_is_expired_and_a_zombie_cannot_commit(manual):
     log, clock = manual
     fill(log, "t", 4, 10)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
+from typing import Any
 
 import pytest
 from logstore.backends.group_records import (
@@ -15,8 +17,11 @@ from logstore.backends.group_records import (
     GroupUpdate,
 )
 
+from logstore.coordinator import consumer_protocol
 from logstore.coordinator import group_state as gs
+from logstore.coordinator.assignors import Subscription
 from logstore.errors import (
+    FencedInstanceIdError,
     GroupIdNotFoundError,
     GroupNotEmptyError,
     IllegalGenerationError,
@@ -73,6 +78,7 @@ class Group:
         instance: str | None = None,
         protocols=(("range", b"m"),),
         rebalance: bool = False,
+        **extra: Any,
     ) -> gs.GroupView:  # type: ignore[no-untyped-def]
         request = gs.JoinRequest(
             member_id,
@@ -83,8 +89,11 @@ class Group:
             SESSION,
             REBALANCE,
             rebalance,
+            **extra,
         )
-        return self.run(gs.join, request, self.now)
+        return self.run(self.join_step, request, self.now)
+
+    join_step = staticmethod(gs.join)
 
     def sync(self, view: gs.GroupView, assignments=None) -> gs.GroupView:  # type: ignore[no-untyped-def]
         return self.run(gs.sync, view.member_id, view.generation, assignments, self.now)
@@ -295,3 +304,131 @@ def test_offsets_cannot_be_altered_and_the_group_not_deleted_while_members_live(
     assert group.snapshot.group is None and group.offsets == {}
     with pytest.raises(GroupIdNotFoundError):
         group.run(gs.delete_group, group.now)
+
+
+# --- what the Kafka-protocol broker needs -------------------------------------------------------
+
+
+def test_a_member_that_already_rejoined_still_commits_in_the_current_generation():
+    group, first = stable_group_of_one()
+    second = group.join()
+    first = group.join(first.member_id)
+    group.sync(first, {first.member_id: b"", second.member_id: b""})
+    assert group.state == STABLE and group.generation == 2
+    group.join()  # a third member starts a rebalance
+    assert not group.join(first.member_id).joined  # first rejoined; second has not yet
+    # A cooperative member goes on consuming (and committing) until the generation completes.
+    group.run(gs.commit, first.member_id, 2, {TopicPartition("t", 0): CommittedOffset(4)},
+              group.now)
+    assert group.offsets[TopicPartition("t", 0)].offset == 4
+
+
+def test_a_new_member_joins_under_the_id_it_was_handed():
+    group = Group()
+    view = group.join(new_member_id="client-handed")
+    assert view.member_id == "client-handed" and view.joined
+    again = group.join(new_member_id="client-handed")  # the same first join, retried
+    assert again.member_id == "client-handed" and len(group.snapshot.members) == 1
+
+
+def subscribed(*owned: int) -> tuple[tuple[str, bytes], ...]:
+    metadata = consumer_protocol.encode_subscription(Subscription(
+        topics=("t",), owned_partitions=tuple(TopicPartition("t", p) for p in owned)))
+    return (("cooperative-sticky", metadata),)
+
+
+def test_the_kafka_rejoin_rule_rebalances_on_new_metadata_bytes_and_on_the_leader():
+    def stable_pair() -> tuple[Group, gs.GroupView, gs.GroupView]:
+        group = Group()
+        group.join_step = partial(gs.join, same_subscription=consumer_protocol.same_subscription)
+        leader = group.join(protocols=subscribed())
+        follower = group.join(protocols=subscribed())
+        leader = group.join(leader.member_id, protocols=subscribed())
+        group.sync(leader, {leader.member_id: b"", follower.member_id: b""})
+        assert group.state == STABLE and leader.is_leader
+        return group, leader, follower
+
+    # The embedded rule compares subscriptions: owned partitions do not count.
+    group, leader, follower = stable_pair()
+    group.join(follower.member_id, protocols=subscribed(1))
+    group.join(leader.member_id, protocols=subscribed())
+    assert group.state == STABLE
+    # Kafka's rule: a member rejoining with other bytes (a cooperative member that revoked
+    # partitions) or the leader rejoining starts a rebalance; the same bytes do not.
+    group, leader, follower = stable_pair()
+    group.join(follower.member_id, protocols=subscribed(), kafka_rejoin=True)
+    assert group.state == STABLE
+    group.join(follower.member_id, protocols=subscribed(1), kafka_rejoin=True)
+    assert group.state == PREPARING_REBALANCE
+    group, leader, follower = stable_pair()
+    group.join(leader.member_id, protocols=subscribed(), kafka_rejoin=True)
+    assert group.state == PREPARING_REBALANCE
+
+
+def test_members_leave_by_id_or_by_instance_id_and_the_group_rebalances_once():
+    group = Group()
+    static = group.join(instance="worker-1")
+    other = group.join()
+    dynamic = group.join()
+    static = group.join(static.member_id)
+    other = group.join(other.member_id)
+    group.sync(static, {static.member_id: b"", other.member_id: b"", dynamic.member_id: b""})
+    generation = group.generation
+    update, results = gs.leave_members(group.snapshot, G, [
+        (dynamic.member_id, None),           # leaves
+        ("", "worker-1"),                    # an administrator removes the static member
+        ("zombie", None),                    # unknown
+        (other.member_id, "worker-9"),       # an instance id nobody has
+    ], group.now)
+    assert [type(r).__name__ if r else None for r in results] == [
+        None, None, "UnknownMemberIdError", "UnknownMemberIdError"]
+    group.apply(update)
+    assert [m.member_id for m in group.snapshot.members] == [other.member_id]
+    assert group.state == PREPARING_REBALANCE and group.generation == generation
+    fenced = Group()
+    first = fenced.join(instance="worker-1")
+    _, (result,) = gs.leave_members(fenced.snapshot, G, [("old-id", "worker-1")], fenced.now)
+    assert isinstance(result, FencedInstanceIdError) and first.member_id != "old-id"
+
+
+def test_requests_naming_a_group_that_does_not_exist_create_nothing():
+    group = Group()
+    with pytest.raises(UnknownMemberIdError):
+        group.run(gs.heartbeat, "m", 1, group.now)
+    with pytest.raises(UnknownMemberIdError):
+        group.run(gs.sync, "m", 1, None, group.now)
+    with pytest.raises(UnknownMemberIdError):
+        group.run(gs.commit, "m", 1, {TopicPartition("t", 0): CommittedOffset(1)}, group.now)
+    assert group.snapshot.group is None and group.offsets == {}
+
+
+def test_the_next_maintenance_is_when_a_step_would_change_the_group_by_time_alone():
+    assert gs.next_maintenance_ms(GroupSnapshot(None)) is None
+
+    def changes_at(group: Group, when: int) -> bool:
+        update, _ = gs.expire(group.snapshot, G, when)
+        return not update.is_empty
+
+    def heard_from_everyone_at(group: Group, when: int) -> None:
+        group.snapshot = GroupSnapshot(group.snapshot.group, tuple(
+            replace(m, last_heartbeat_ms=when) for m in group.snapshot.members))
+
+    # Stable: a member's session ends.
+    group, _ = stable_group_of_one()
+    due = gs.next_maintenance_ms(group.snapshot)
+    assert due == group.now + SESSION + 1
+    assert not changes_at(group, due - 1) and changes_at(group, due)
+    # PreparingRebalance: the deadline for members to rejoin.
+    group.join()
+    deadline = group.snapshot.group.rebalance_deadline_ms  # type: ignore[union-attr]
+    heard_from_everyone_at(group, deadline)
+    assert gs.next_maintenance_ms(group.snapshot) == deadline
+    assert not changes_at(group, deadline - 1) and changes_at(group, deadline)
+    # CompletingRebalance: the leader's sync is overdue after the rebalance timeout.
+    group = Group()
+    group.join()
+    assert group.state == COMPLETING_REBALANCE
+    heard_from_everyone_at(group, group.now + REBALANCE)
+    due = gs.next_maintenance_ms(group.snapshot)
+    assert due == group.now + REBALANCE + 1
+    assert not changes_at(group, due - 1) and changes_at(group, due)

@@ -11,13 +11,20 @@ from logstore.broker.dispatch import Dispatcher
 def register_all(dispatcher: Dispatcher) -> None:
     """Register every handler module's APIs."""
     from logstore.broker.handlers import (
+        admin_configs,
+        admin_topics,
+        cluster,
         coordinators,
         fetch,
+        groups,
         metadata,
         offsets,
         produce,
         producer_ids,
+        sasl,
+        txn,
     )
 
-    for module in (metadata, produce, fetch, offsets, producer_ids, coordinators):
+    for module in (metadata, produce, fetch, offsets, producer_ids, coordinators,
+                   admin_topics, admin_configs, cluster, txn, sasl, groups):
         module.register(dispatcher)

@@ -7,6 +7,10 @@ partitions is rung (an append by this broker or by any process sharing the data 
 see ``AppendWaiters``) or ``max_wait_ms`` passes, then reads again the partitions that were rung.
 A broker that answered empty fetches at once would make clients spin.
 
+Authorization: partitions of topics the principal may not READ (or, for a replica's fetch,
+every partition unless it may CLUSTER_ACTION the cluster) are answered
+TOPIC_AUTHORIZATION_FAILED without being read; the others are served as usual.
+
 ``read_committed`` (isolation level 1) stops at the last stable offset and sends the aborted
 transactions in range; ``read_uncommitted`` sends none (null, as Kafka).
 
@@ -21,9 +25,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from logstore.broker.auth import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from logstore.broker.dispatch import Dispatcher, RawResponse, RequestContext
 from logstore.broker.handlers.common import error_code
-from logstore.errors import OffsetOutOfRangeError
+from logstore.errors import OffsetOutOfRangeError, TopicAuthorizationFailedError
 from logstore.protocol import fetch_response
 from logstore.protocol.apis import ApiKey, VersionRange
 from logstore.protocol.fetch_response import PartitionFetch
@@ -53,8 +58,13 @@ async def fetch(ctx: RequestContext, request: Any) -> RawResponse:
     services = ctx.services
     isolation = (IsolationLevel.READ_COMMITTED if getattr(request, "isolation_level", 0) == 1
                  else IsolationLevel.READ_UNCOMMITTED)
-    wanted = [_Wanted(topic.topic, p.partition, p.fetch_offset, p.partition_max_bytes)
-              for topic in request.topics for p in topic.partitions]
+    every = [_Wanted(topic.topic, p.partition, p.fetch_offset, p.partition_max_bytes)
+             for topic in request.topics for p in topic.partitions]
+    denied = await _unauthorized(ctx, request, {w.topic for w in every})
+    for w in every:
+        if w.topic in denied:
+            w.result = PartitionFetch(w.partition, TopicAuthorizationFailedError.error_code)
+    wanted = [w for w in every if w.topic not in denied]
     max_wait_s = max(0.0, request.max_wait.total_seconds())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait_s
@@ -82,12 +92,20 @@ async def fetch(ctx: RequestContext, request: Any) -> RawResponse:
     finally:
         services.waiters.unregister(event)
     by_topic: dict[str, list[PartitionFetch]] = {}
-    for w in wanted:
+    for w in every:
         by_topic.setdefault(w.topic, []).append(w.result or PartitionFetch(w.partition))
     chunks, size = fetch_response.encode(ctx.api_version, list(by_topic.items()))
-    services.metrics.bytes_fetched(sum(w.result.records_size for w in wanted
-                                       if w.result is not None))
+    services.metrics.fetch_done(by_topic.items())
     return RawResponse(chunks, size)
+
+
+async def _unauthorized(ctx: RequestContext, request: Any, topics: set[str]) -> set[str]:
+    """The topics of the request this principal may not read."""
+    if getattr(request, "replica_id", -1) >= 0 and not await ctx.authorize(
+            ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, AclOperation.CLUSTER_ACTION):
+        return topics  # a replica's fetch: the broker's own principal must be allowed
+    return {topic for topic in topics
+            if not await ctx.authorize(ResourceType.TOPIC, topic, AclOperation.READ)}
 
 
 def _read(ctx: RequestContext, todo: list[_Wanted], isolation: IsolationLevel,

@@ -7,6 +7,10 @@ there is none).
 
 OffsetForLeaderEpoch: every batch is written at leader epoch 0 until replication exists, so
 epoch 0 (or any epoch not above it) ends at the log end offset; a later epoch is unknown.
+
+Authorization: both need DESCRIBE on each topic (partitions of others are answered
+TOPIC_AUTHORIZATION_FAILED); a replica's OffsetForLeaderEpoch needs CLUSTER_ACTION on the
+cluster instead.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from logstore.broker.auth import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
 from logstore.broker.dispatch import Dispatcher, RequestContext
 from logstore.broker.entities import build, build_in, response_module
 from logstore.broker.handlers.common import error_code
+from logstore.errors import TopicAuthorizationFailedError
 from logstore.protocol.apis import ApiKey, VersionRange
 from logstore.types import OffsetAndTimestamp
 
@@ -38,8 +44,10 @@ async def list_offsets(ctx: RequestContext, request: Any) -> Any:
     committed = getattr(request, "isolation_level", 0) == 1
     work = [(t.name, p.partition_index, p.timestamp)
             for t in request.topics for p in t.partitions]
+    denied = await _undescribable(ctx, {name for name, _, _ in work})
     outcomes = await asyncio.gather(*(
-        ctx.run(_lookup, ctx, name, partition, timestamp, committed)
+        _refused(name) if name in denied
+        else ctx.run(_lookup, ctx, name, partition, timestamp, committed)
         for name, partition, timestamp in work))
     by_topic: dict[str, list[Any]] = {}
     for (name, partition, _), outcome in zip(work, outcomes, strict=True):
@@ -79,8 +87,15 @@ def _lookup(ctx: RequestContext, topic: str, partition: int, timestamp: int,
 async def offset_for_leader_epoch(ctx: RequestContext, request: Any) -> Any:
     module = response_module(ApiKey.OFFSET_FOR_LEADER_EPOCH, ctx.api_version)
     work = [(t.topic, p.partition, p.leader_epoch) for t in request.topics for p in t.partitions]
+    topics = {name for name, _, _ in work}
+    if getattr(request, "replica_id", -1) >= 0:  # a replica: the broker's own principal
+        denied = set() if await ctx.authorize(
+            ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME, AclOperation.CLUSTER_ACTION) else topics
+    else:
+        denied = await _undescribable(ctx, topics)
     outcomes = await asyncio.gather(*(
-        ctx.run(_epoch_end, ctx, name, partition, epoch) for name, partition, epoch in work))
+        _refused(name) if name in denied else ctx.run(_epoch_end, ctx, name, partition, epoch)
+        for name, partition, epoch in work))
     by_topic: dict[str, list[Any]] = {}
     for (name, partition, _), outcome in zip(work, outcomes, strict=True):
         if isinstance(outcome, BaseException):
@@ -93,6 +108,16 @@ async def offset_for_leader_epoch(ctx: RequestContext, request: Any) -> Any:
     return build(module.OffsetForLeaderEpochResponse, throttle_time_ms=0, topics=tuple(
         build_in(module, "OffsetForLeaderTopicResult", topic=name, partitions=tuple(entries))
         for name, entries in by_topic.items()))
+
+
+async def _undescribable(ctx: RequestContext, topics: set[str]) -> set[str]:
+    """The topics this principal may not DESCRIBE."""
+    return {topic for topic in topics
+            if not await ctx.authorize(ResourceType.TOPIC, topic, AclOperation.DESCRIBE)}
+
+
+async def _refused(topic: str) -> BaseException:
+    return TopicAuthorizationFailedError(f"not authorized to describe topic {topic!r}")
 
 
 def _epoch_end(ctx: RequestContext, topic: str, partition: int,

@@ -10,6 +10,14 @@ concurrently, each in its partition's group commit.
 ``acks``: 0 gets no response (the appends still happen, in order); 1 and -1 are both answered
 once the append is durable as the topic's ``durability`` says (with one broker, the leader's
 log is the whole ISR).
+
+Authorization comes first: a request carrying a transactional id the principal may not WRITE
+gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition; partitions of topics it may not
+WRITE get TOPIC_AUTHORIZATION_FAILED; neither is appended.
+
+Before appending, ``txn.verify_produce`` refuses control batches (only the coordinator writes
+markers) and transactional batches whose partition is not in their producer's ongoing
+transaction (KIP-890 part 1); a stale producer epoch is answered INVALID_PRODUCER_EPOCH.
 """
 
 from __future__ import annotations
@@ -18,10 +26,17 @@ import asyncio
 import datetime
 from typing import Any
 
+from logstore.broker.auth import AclOperation, ResourceType
 from logstore.broker.dispatch import Dispatcher, RequestContext
 from logstore.broker.entities import build, build_in, response_module
 from logstore.broker.handlers.common import error_code, error_message
-from logstore.errors import InvalidRecordError
+from logstore.broker.handlers.txn import produce_error, verify_produce
+from logstore.errors import (
+    InvalidRecordError,
+    LogstoreError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
+)
 from logstore.protocol.apis import ApiKey, VersionRange
 from logstore.types import AppendResult
 
@@ -37,9 +52,13 @@ async def produce(ctx: RequestContext, request: Any) -> Any:
         (topic.name, part.index, part.records)
         for topic in request.topic_data for part in topic.partition_data
     ]
+    refused = await _unauthorized(ctx, request.transactional_id, work)
+    if len(refused) < len(work):
+        refused = await verify_produce(ctx, request.transactional_id, work) | refused
     outcomes = await asyncio.gather(*(
-        ctx.run(_append, ctx, name, index, records) for name, index, records in work))
-    ctx.services.metrics.bytes_in(sum(len(r or b"") for _, _, r in work))
+        _refuse(refused[i]) if i in refused else ctx.run(_append, ctx, name, index, records)
+        for i, (name, index, records) in enumerate(work)))
+    ctx.services.metrics.produce_done(work, outcomes)
     if request.acks == 0:
         return None
     module = response_module(ApiKey.PRODUCE, ctx.api_version)
@@ -71,7 +90,30 @@ def _append(ctx: RequestContext, topic: str, partition: int,
         log = ctx.services.log.partition_log(topic, partition)
         return log.append_many([records], verify_records=True)[0]
     except Exception as exc:  # noqa: BLE001 - answered as this partition's error code
-        return exc
+        return produce_error(exc)
+
+
+async def _unauthorized(ctx: RequestContext, transactional_id: str | None,
+                        work: list[tuple[str, int, bytes | None]]) -> dict[int, LogstoreError]:
+    """Refusals (by index in ``work``) of what this principal may not write."""
+    if transactional_id is not None and not await ctx.authorize(
+            ResourceType.TRANSACTIONAL_ID, transactional_id, AclOperation.WRITE):
+        return dict.fromkeys(range(len(work)), TransactionalIdAuthorizationFailedError(
+            f"not authorized to write as transactional id {transactional_id!r}"))
+    allowed: dict[str, bool] = {}
+    refused: dict[int, LogstoreError] = {}
+    for index, (topic, _, _) in enumerate(work):
+        if topic not in allowed:
+            allowed[topic] = await ctx.authorize(ResourceType.TOPIC, topic, AclOperation.WRITE)
+        if not allowed[topic]:
+            refused[index] = TopicAuthorizationFailedError(
+                f"not authorized to write to topic {topic!r}")
+    return refused
+
+
+async def _refuse(refusal: BaseException) -> BaseException:
+    """A partition's outcome when the transactional checks refused its batch."""
+    return refusal
 
 
 def _append_time(result: AppendResult) -> datetime.datetime | None:
