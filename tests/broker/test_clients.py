@@ -71,35 +71,40 @@ def test_confluent_kafka_produces_and_consumes_with_every_codec(broker, codec: s
     assert [r.value for r in records] == [b"value-%d" % i for i in range(300)]
 
 
-def test_kafka_python_round_trip(broker) -> None:
+@pytest.mark.parametrize("codec", CODECS)
+def test_kafka_python_round_trip(broker, codec: str) -> None:
     from kafka import KafkaConsumer, KafkaProducer
     from kafka import TopicPartition as KpTopicPartition
 
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
-                             compression_type="gzip", max_block_ms=20_000)
-    futures = [producer.send("kp", key=b"k%d" % (i % 3), value=b"v%d" % i) for i in range(200)]
+                             compression_type=None if codec == "none" else codec,
+                             max_block_ms=20_000)
+    topic = f"kp-{codec}"
+    futures = [producer.send(topic, key=b"k%d" % (i % 3), value=b"v%d" % i) for i in range(200)]
     producer.flush(30)
     assert sorted(f.get(10).offset for f in futures) == list(range(200))
     producer.close()
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=5000, enable_auto_commit=False)
-    consumer.assign([KpTopicPartition("kp", 0)])
+    consumer.assign([KpTopicPartition(topic, 0)])
     values = [m.value for m in consumer]
     consumer.close()
     assert values == [b"v%d" % i for i in range(200)]
 
 
-def test_aiokafka_round_trip(broker) -> None:
+@pytest.mark.parametrize("codec", CODECS)
+def test_aiokafka_round_trip(broker, codec: str) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition as AkTopicPartition
 
     async def run() -> list[bytes]:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
-                                    enable_idempotence=True, compression_type="lz4")
+                                    enable_idempotence=True,
+                                    compression_type=None if codec == "none" else codec)
         await producer.start()
         try:
             for i in range(100):
-                await producer.send("ak", value=b"a%d" % i, partition=0)
+                await producer.send(f"ak-{codec}", value=b"a%d" % i, partition=0)
             await producer.flush()
         finally:
             await producer.stop()
@@ -107,7 +112,7 @@ def test_aiokafka_round_trip(broker) -> None:
                                     auto_offset_reset="earliest", enable_auto_commit=False)
         await consumer.start()
         try:
-            consumer.assign([AkTopicPartition("ak", 0)])
+            consumer.assign([AkTopicPartition(f"ak-{codec}", 0)])
             await consumer.seek_to_beginning()
             got: list[bytes] = []
             while len(got) < 100:

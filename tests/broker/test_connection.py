@@ -117,3 +117,28 @@ def test_max_connections_refuses_the_next_connection(tmp_path, wire, api_version
                 sock.close()
         finally:
             broker.stop()
+
+
+def test_an_idle_connection_is_closed_and_an_active_one_kept(tmp_path, wire, api_versions) -> None:
+    import socket
+    import time
+
+    import logstore
+    from logstore.broker import Broker, BrokerConfig
+
+    with logstore.open(tmp_path / "d", maintenance_interval_ms=None) as log:
+        broker = Broker(log, config=BrokerConfig(listen_port=0, idle_timeout_ms=400))
+        broker.start()
+        try:
+            assert broker.address is not None
+            idle = socket.create_connection(broker.address, timeout=10)
+            active = socket.create_connection(broker.address, timeout=10)
+            assert api_versions(idle, 0, 1).error_code == ErrorCode.none
+            for correlation_id in range(2, 14):  # 1.2 s: three idle timeouts
+                assert api_versions(active, 0, correlation_id).error_code == ErrorCode.none
+                time.sleep(0.1)
+            assert wire.read_frame(idle) == b""  # closed by the broker
+            idle.close()
+            active.close()
+        finally:
+            broker.stop()
