@@ -5,7 +5,7 @@ is the installed one), with the ``bench`` extra installed (``pip install '.[benc
 before anything runs; ``--no-plots`` and ``--systems`` do without parts of it):
 
     python -m bench --quick      # a smoke run, under 2 minutes: short runs, 100 B and 1 KiB
-    python -m bench              # the full run (about 15 minutes on 2 cores)
+    python -m bench              # the full run (about 25 minutes on 2 cores)
 
 It measures the disk's limits, then runs every workload of ``bench.workloads`` on every system
 (``--systems``), interleaving the systems cell by cell so they see the same machine, and
