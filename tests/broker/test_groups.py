@@ -33,6 +33,7 @@ from kafka.protocol.consumer.metadata import (
 from kafka.protocol.consumer.metadata import (
     ConsumerProtocolSubscription as KpSubscription,
 )
+from kio.schema.delete_groups.v1.request import DeleteGroupsRequest
 from kio.schema.describe_groups.v5.request import DescribeGroupsRequest
 from kio.schema.heartbeat.v3.request import HeartbeatRequest
 from kio.schema.join_group.v5.request import JoinGroupRequest, JoinGroupRequestProtocol
@@ -335,6 +336,16 @@ def test_offset_commit_and_fetch_rules(raw, broker: Any) -> None:
     assert client.commit({("t", 0): 7}, member_id=joined.member_id, generation=1) == {
         ("t", 0): NONE}
     assert broker.log.committed_offsets("g")[TopicPartition("t", 0)].offset == 7
+
+
+def test_delete_groups_answers_each_name_once(raw, broker: Any) -> None:
+    client = raw()
+    assert client.commit({("t", 0): 5}) == {("t", 0): NONE}  # group "g": offsets, no members
+    deleted = client.call(ApiKey.DELETE_GROUPS, 1, DeleteGroupsRequest(
+        groups_names=("g", "ghost", "g")))
+    assert [(r.group_id, r.error_code) for r in deleted.results] == [
+        ("g", NONE), ("ghost", GROUP_ID_NOT_FOUND)]
+    assert broker.log.committed_offsets("g") == {}
 
 
 def test_offset_fetch_require_stable_reports_pending_transactional_offsets(

@@ -52,6 +52,7 @@ UNKNOWN_PRODUCER_ID = 59
 PRODUCER_FENCED = 90
 ILLEGAL_GENERATION = 22
 UNKNOWN_MEMBER_ID = 25
+UNKNOWN_TOPIC_OR_PARTITION = 3
 COORDINATOR_LOAD_IN_PROGRESS = 14
 CONCURRENT_TRANSACTIONS = 51
 
@@ -313,6 +314,7 @@ def test_kafka_python_transactional_producer(broker) -> None:
     from kafka.structs import OffsetAndMetadata
 
     broker.log.create_topic("kpt")
+    broker.log.create_topic("in")  # offsets of a partition that does not exist are refused
 
     def producer() -> Any:
         made = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id="kp-tx",
@@ -490,21 +492,31 @@ def test_txn_offset_commit_fences_stale_group_members(broker, raw) -> None:
         member_id, generation = group.members[0].member_id, group.generation
         identity = raw.init("g447-tx")
 
-        def commit(member: str, generation: int) -> int:
+        def commit_all(member: str, generation: int,
+                       wanted: tuple[tuple[str, int], ...]) -> list[tuple[str, int, int]]:
             request = txn_offset_commit_v3.TxnOffsetCommitRequest(
                 transactional_id="g447-tx", group_id="g447", producer_id=identity[0],
                 producer_epoch=identity[1], generation_id=generation, member_id=member,
-                group_instance_id=None, topics=(txn_offset_commit_v3.TxnOffsetCommitRequestTopic(
-                    name="members", partitions=(
+                group_instance_id=None, topics=tuple(
+                    txn_offset_commit_v3.TxnOffsetCommitRequestTopic(name=name, partitions=(
                         txn_offset_commit_v3.TxnOffsetCommitRequestPartition(
-                            partition_index=0, committed_offset=7, committed_leader_epoch=-1,
-                            committed_metadata="m"),)),))
+                            partition_index=partition, committed_offset=7,
+                            committed_leader_epoch=-1, committed_metadata="m"),))
+                    for name, partition in wanted))
             response = raw.call(ApiKey.TXN_OFFSET_COMMIT, 3, request)
-            return int(response.topics[0].partitions[0].error_code)
+            return [(t.name, p.partition_index, int(p.error_code))
+                    for t in response.topics for p in t.partitions]
+
+        def commit(member: str, generation: int) -> int:
+            return commit_all(member, generation, (("members", 0),))[0][2]
 
         assert commit(member_id, generation + 1) == ILLEGAL_GENERATION
         assert commit("someone-else", generation) == UNKNOWN_MEMBER_ID
-        assert commit(member_id, generation) == 0
+        # Partitions that do not exist are answered so; the others are sent to the transaction.
+        assert commit_all(member_id, generation, (("members", 0), ("members", 3),
+                                                  ("nosuch", 0))) == [
+            ("members", 0, 0), ("members", 3, UNKNOWN_TOPIC_OR_PARTITION),
+            ("nosuch", 0, UNKNOWN_TOPIC_OR_PARTITION)]
         tp = TopicPartition("members", 0)
         assert committed(broker.log, "g447", tp) is None  # not before the commit
         assert raw.end("g447-tx", identity, True) == 0

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from logstore.broker.auth import CLUSTER_RESOURCE_NAME, AclOperation, ResourceType
-from logstore.errors import LogstoreError
+from logstore.errors import LogstoreError, UnknownTopicOrPartitionError
 
 if TYPE_CHECKING:
     from logstore.broker.dispatch import RequestContext
@@ -107,3 +107,12 @@ async def cluster_authorized_operations(ctx: RequestContext) -> int:
                                AclOperation.DESCRIBE):
         return 0
     return await authorized_operations(ctx, ResourceType.CLUSTER, CLUSTER_RESOURCE_NAME)
+
+
+def partition_count(log: Any, topic: str) -> int:
+    """The topic's partition count; 0 if it does not exist (a storage call: run it on the
+    storage threads)."""
+    try:
+        return int(log.topic_info(topic)[0])
+    except UnknownTopicOrPartitionError:
+        return 0

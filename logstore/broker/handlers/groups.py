@@ -58,6 +58,7 @@ from logstore.broker.handlers.common import (
     AUTHORIZED_OPERATIONS_OMITTED,
     authorize_names,
     authorized_operations,
+    partition_count,
 )
 from logstore.broker.handlers.group_join import (
     GROUP_AUTHORIZATION_FAILED,
@@ -187,7 +188,7 @@ async def offset_commit(ctx: RequestContext, request: Any) -> Any:
     _, denied = await authorize_names(ctx, ResourceType.TOPIC, (name for name, _ in wanted),
                                       AclOperation.READ)
     names = [name for name in dict.fromkeys(name for name, _ in wanted) if name not in denied]
-    counts = await asyncio.gather(*(ctx.run(_partition_count, log, name) for name in names))
+    counts = await asyncio.gather(*(ctx.run(partition_count, log, name) for name in names))
     count_of = dict(zip(names, counts, strict=True))
     codes: dict[tuple[str, int], int] = {}
     offsets: dict[TopicPartition, CommittedOffset] = {}
@@ -229,14 +230,6 @@ def _commit_response(module: Any, wanted: list[tuple[str, Any]],
     return build(module.OffsetCommitResponse, throttle_time_ms=0, topics=tuple(
         build_in(module, "OffsetCommitResponseTopic", name=name, partitions=tuple(entries))
         for name, entries in by_topic.items()))
-
-
-def _partition_count(log: Log, topic: str) -> int:
-    """The topic's partition count; 0 if it does not exist."""
-    try:
-        return log.topic_info(topic)[0]
-    except UnknownTopicOrPartitionError:
-        return 0
 
 
 async def offset_fetch(ctx: RequestContext, request: Any) -> Any:
@@ -408,7 +401,9 @@ async def delete_groups(ctx: RequestContext, request: Any) -> Any:
     module = response_module(ApiKey.DELETE_GROUPS, ctx.api_version)
     coordinator = coordinator_of(ctx)
     results = []
-    for group_id in request.groups_names:
+    # A name given twice is deleted and answered once (as Kafka): the second try would only
+    # say GROUP_ID_NOT_FOUND about a group this request deleted.
+    for group_id in dict.fromkeys(request.groups_names):
         if not await ctx.authorize(ResourceType.GROUP, group_id, AclOperation.DELETE):
             results.append(build_in(module, "DeletableGroupResult", group_id=group_id,
                                     error_code=GROUP_AUTHORIZATION_FAILED))

@@ -39,6 +39,7 @@ Thread-safety: handlers run on the event loop; every coordinator and storage cal
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -55,7 +56,7 @@ from logstore.broker.auth import AclOperation, ResourceType
 from logstore.broker.dispatch import Dispatcher, RequestContext
 from logstore.broker.entities import build, build_in, response_module
 from logstore.broker.handlers import txn_admin
-from logstore.broker.handlers.common import authorize_names, error_code
+from logstore.broker.handlers.common import authorize_names, error_code, partition_count
 from logstore.coordinator import txn_state
 from logstore.errors import (
     CommitFailedError,
@@ -240,11 +241,19 @@ async def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
     }
     code = await _refusal(ctx, request.transactional_id, request.group_id)
     denied: set[str] = set()
+    unknown: set[TopicPartition] = set()
     if code is None:
         _, denied = await authorize_names(ctx, ResourceType.TOPIC, (tp.topic for tp in offsets),
                                           AclOperation.READ)
-        allowed = {tp: offset for tp, offset in offsets.items() if tp.topic not in denied}
-        code = 0 if denied and not allowed else await ctx.run(
+        names = list(dict.fromkeys(tp.topic for tp in offsets if tp.topic not in denied))
+        counts = await asyncio.gather(*(ctx.run(partition_count, ctx.services.log, name)
+                                        for name in names))
+        count_of = dict(zip(names, counts, strict=True))
+        unknown = {tp for tp in offsets if tp.topic not in denied
+                   and not 0 <= tp.partition < count_of[tp.topic]}
+        allowed = {tp: offset for tp, offset in offsets.items()
+                   if tp.topic not in denied and tp not in unknown}
+        code = 0 if not allowed else await ctx.run(
             _commit_offsets, ctx, request.transactional_id, request.producer_id,
             request.producer_epoch, request.group_id, allowed,
             getattr(request, "member_id", ""), getattr(request, "generation_id", -1),
@@ -253,7 +262,8 @@ async def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
     for tp in offsets:
         by_topic.setdefault(tp.topic, []).append(build_in(
             module, "TxnOffsetCommitResponsePartition", partition_index=tp.partition,
-            error_code=TOPIC_AUTHORIZATION_FAILED if tp.topic in denied else code))
+            error_code=TOPIC_AUTHORIZATION_FAILED if tp.topic in denied
+            else UnknownTopicOrPartitionError.error_code if tp in unknown else code))
     return build(module.TxnOffsetCommitResponse, throttle_time_ms=0, topics=tuple(
         build_in(module, "TxnOffsetCommitResponseTopic", name=name, partitions=tuple(entries))
         for name, entries in by_topic.items()))
