@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import random
 import socket
 import struct
@@ -30,10 +29,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from kio.serial import entity_writer
-
 from logstore.protocol.apis import VersionRange
-from logstore.protocol.codec import request_type
+from logstore.protocol.codec import encode_request, request_type
 from logstore.records.builder import encode_batch
 
 FUZZ_TOPIC = "fuzz-topic"
@@ -46,18 +43,7 @@ _SIZE = struct.Struct(">i")
 def request_frame(api_key: int, version: int, correlation_id: int, body: Any,
                   *, client_id: str | None = "fuzz") -> bytes:
     """A request frame's payload (header and body, without the size)."""
-    cls = request_type(api_key, version)
-    header = struct.pack(">hhi", api_key, version, correlation_id)
-    if client_id is None:
-        header += struct.pack(">h", -1)
-    else:
-        data = client_id.encode()
-        header += struct.pack(">h", len(data)) + data
-    if cls.__flexible__:
-        header += b"\x00"
-    buffer = io.BytesIO()
-    entity_writer(cls)(buffer, body)
-    return header + buffer.getvalue()
+    return encode_request(api_key, version, correlation_id, body, client_id=client_id)
 
 
 # --- seeds built with kio ------------------------------------------------------------------

@@ -18,6 +18,7 @@ when it cannot).
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -74,4 +75,32 @@ def encode_response(api_key: int, api_version: int, response: Any) -> bytes:
     """The bytes of a response body."""
     buffer = io.BytesIO()
     _writer(api_key, api_version)(buffer, response)
+    return buffer.getvalue()
+
+
+@cache
+def _request_writer(api_key: int, api_version: int) -> Callable[..., None]:
+    return entity_writer(request_type(api_key, api_version))
+
+
+_REQUEST_HEADER_FIXED = struct.Struct(">hhi")  # api key, api version, correlation id
+_INT16 = struct.Struct(">h")
+
+
+def encode_request(api_key: int, api_version: int, correlation_id: int, body: Any,
+                   *, client_id: str | None) -> bytes:
+    """A request's header (v1, or v2 with its empty tagged fields for a flexible version) and
+    body: the client side of :func:`decode_request` (tests, the fuzzer, and replica fetchers to
+    come), without the 4-byte size (``frames.frame_size``)."""
+    header = _REQUEST_HEADER_FIXED.pack(api_key, api_version, correlation_id)
+    if client_id is None:
+        header += _INT16.pack(-1)
+    else:
+        data = client_id.encode()
+        header += _INT16.pack(len(data)) + data
+    if is_flexible(api_key, api_version):
+        header += b"\x00"
+    buffer = io.BytesIO(header)
+    buffer.seek(len(header))
+    _request_writer(api_key, api_version)(buffer, body)
     return buffer.getvalue()

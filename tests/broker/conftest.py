@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import socket
 import struct
 from collections.abc import Iterator
@@ -11,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kio.serial import entity_reader, entity_writer
+from kio.serial import entity_reader
 
 import logstore
 from logstore.broker import Broker, BrokerConfig
-from logstore.protocol.codec import request_type, response_type
+from logstore.protocol.codec import encode_request, response_type
+from logstore.protocol.frames import frame_size
 
 
 @dataclass
@@ -45,19 +45,8 @@ def broker(tmp_path: Path) -> Iterator[RunningBroker]:
 def request_frame(api_key: int, version: int, correlation_id: int, body: Any,
                   *, client_id: str | None = "test") -> bytes:
     """A whole request frame (size, header, body) encoded with kio."""
-    cls = request_type(api_key, version)
-    header = struct.pack(">hhi", api_key, version, correlation_id)
-    if client_id is None:
-        header += struct.pack(">h", -1)
-    else:
-        data = client_id.encode()
-        header += struct.pack(">h", len(data)) + data
-    if cls.__flexible__:
-        header += b"\x00"
-    buffer = io.BytesIO()
-    entity_writer(cls)(buffer, body)
-    payload = header + buffer.getvalue()
-    return struct.pack(">i", len(payload)) + payload
+    payload = encode_request(api_key, version, correlation_id, body, client_id=client_id)
+    return frame_size(len(payload)) + payload
 
 
 def read_frame(sock: socket.socket) -> bytes:

@@ -15,7 +15,7 @@ from kio.schema.errors import ErrorCode
 from kio.serial import entity_writer
 
 from logstore.protocol import fetch_response
-from logstore.protocol.codec import decode_request
+from logstore.protocol.codec import decode_request, encode_request, is_flexible
 from logstore.protocol.fetch_response import PartitionFetch
 from logstore.protocol.frames import FrameError, parse_request_header
 
@@ -125,3 +125,27 @@ def test_a_huge_declared_array_does_not_allocate_it() -> None:
     except FrameError:
         return
     raise AssertionError("a 2**31-element array out of 4 bytes parsed")
+
+
+@given(version=st.integers(1, 12), correlation_id=st.integers(-(2**31), 2**31 - 1),
+       client_id=st.none() | st.text(max_size=20),
+       topics=st.none() | st.lists(st.text("abc-", min_size=1, max_size=10), max_size=3))
+@settings(max_examples=60, deadline=None)
+def test_encode_request_is_what_the_broker_decodes(version: int, correlation_id: int,
+                                                   client_id: str | None,
+                                                   topics: list[str] | None) -> None:
+    module = importlib.import_module(f"kio.schema.metadata.v{version}.request")
+    fields = {"topics": None if topics is None else tuple(
+        module.MetadataRequestTopic(**({"name": t} if version < 10 else
+                                       {"name": t, "topic_id": None})) for t in topics)}
+    for name, value in (("allow_auto_topic_creation", False),
+                        ("include_cluster_authorized_operations", True),
+                        ("include_topic_authorized_operations", True)):
+        if name in module.MetadataRequest.__dataclass_fields__:
+            fields[name] = value
+    body = module.MetadataRequest(**fields)
+    frame = encode_request(3, version, correlation_id, body, client_id=client_id)
+    header = parse_request_header(frame, flexible=is_flexible(3, version))
+    assert (header.api_key, header.api_version, header.correlation_id, header.client_id) == (
+        3, version, correlation_id, client_id)
+    assert decode_request(3, version, frame, header.body_offset) == body

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -152,3 +154,34 @@ def line_reader() -> Callable[[IO[bytes] | None], queue.Queue[bytes]]:
         return lines
 
     return start
+
+
+@pytest.fixture
+def serve_process() -> Iterator[Callable[..., tuple[subprocess.Popen[str], int]]]:
+    """``serve_process(data_dir, *args)``: a ``logstore serve`` process on a free loopback port,
+    returned once it logs that it listens, with that port (stderr stays readable for the
+    test; processes still running at the end are killed)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(data_dir: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "logstore"), "--data-dir",
+                                 str(data_dir), "serve", "--listen", "127.0.0.1:0", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                return proc, int(found.group(1))
+        proc.kill()
+        raise AssertionError(f"the broker did not start: {proc.communicate()}")
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -16,25 +14,9 @@ from confluent_kafka import Producer
 LOGSTORE_BIN = Path(sys.executable).parent / "logstore"
 
 
-def start(data_dir: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([str(LOGSTORE_BIN), "--data-dir", str(data_dir), "serve",
-                             "--listen", "127.0.0.1:0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if found:
-            return proc, int(found.group(1))
-    proc.kill()
-    raise AssertionError(f"the broker did not start: {proc.communicate()}")
-
-
-def test_serve_answers_clients_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    proc, port = start(tmp_path / "data")
+def test_serve_answers_clients_and_stops_cleanly_on_sigterm(tmp_path: Path,
+                                                            serve_process) -> None:
+    proc, port = serve_process(tmp_path / "data")
     try:
         producer = Producer({"bootstrap.servers": f"127.0.0.1:{port}", "acks": "all"})
         for i in range(10):

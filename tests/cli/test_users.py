@@ -5,7 +5,6 @@ logging in to a real ``logstore serve`` over SASL."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -96,31 +95,15 @@ def test_bad_values_are_one_line_errors(run) -> None:
     assert bad.exit_code == 1 and bad.stderr.startswith("error: a user name must be")
 
 
-def _serve(data_dir: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([str(LOGSTORE_BIN), "--data-dir", str(data_dir), "serve",
-                             "--listen", "127.0.0.1:0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        if found:
-            return proc, int(found.group(1))
-    proc.kill()
-    raise AssertionError(f"the broker did not start: {proc.communicate()}")
-
-
 @pytest.mark.slow
-def test_a_user_added_by_the_cli_logs_in_to_logstore_serve(tmp_path: Path) -> None:
+def test_a_user_added_by_the_cli_logs_in_to_logstore_serve(tmp_path: Path,
+                                                           serve_process) -> None:
     data = tmp_path / "data"
     subprocess.run([str(LOGSTORE_BIN), "--data-dir", str(data), "users", "add", "alice",
                     "--password-stdin"], input="s3cret\n", text=True, check=True,
                    capture_output=True)
-    proc, port = _serve(data, "--security-protocol", "SASL_PLAINTEXT",
-                        "--sasl-mechanism", "SCRAM-SHA-512")
+    proc, port = serve_process(data, "--security-protocol", "SASL_PLAINTEXT",
+                               "--sasl-mechanism", "SCRAM-SHA-512")
     try:
         base = {"bootstrap.servers": f"127.0.0.1:{port}", "security.protocol": "SASL_PLAINTEXT",
                 "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "alice"}
