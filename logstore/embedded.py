@@ -9,22 +9,23 @@ store, also the tiered storage (``logstore.tier.service``) and its tiering threa
 
 Several processes may open the same directory at once; each gets its own ``Log``. A ``Log`` is
 thread-safe and a context manager; closing it closes the producers and consumers it made.
+
+``Log`` is a facade: its methods check that it is open and delegate to collaborators in the
+modules beside this one: ``storage_stack`` (opening and closing the pieces above), ``admin``
+(topics), ``checkup`` (check/repair), ``group_admin``, ``transaction_admin``, ``raw_access``
+(fetch/append/delete_records) and ``maintenance`` (the retention pass and the background thread).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from logstore.admin import TopicAdmin, validate_topic_name
-from logstore.backends import open_metadata_store
+from logstore import raw_access
+from logstore.admin import validate_topic_name
 from logstore.backends.metadata import MetadataStore
-from logstore.backends.txn_records import TransactionRecord
 from logstore.checkup import Checkup, PartitionRepair
 from logstore.client.consumer import Consumer
 from logstore.client.producer import Producer
@@ -34,28 +35,21 @@ from logstore.config import TopicConfig
 from logstore.coordinator.group_coordinator import GroupCoordinator
 from logstore.coordinator.transaction_coordinator import TransactionCoordinator
 from logstore.coordinator.txn_state import DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS
-from logstore.errors import (
-    IllegalStateError,
-    InvalidArgumentError,
-    LogstoreError,
-    ProducerFencedError,
-    RemoteStorageError,
-    UnknownTopicOrPartitionError,
-)
+from logstore.errors import IllegalStateError, InvalidArgumentError
 from logstore.group_admin import GroupAdmin
 from logstore.log.check import PartitionCheck
-from logstore.log.handles import FileBudget
-from logstore.log.manager import LogManager
-from logstore.log.notify import AppendNotifier
 from logstore.log.partition_log import PartitionLog
-from logstore.records.control import ControlType, build_control_batch
-from logstore.topic_cache import TopicCache
+from logstore.maintenance import MaintenanceThread, check_intervals, enforce_retention
+from logstore.storage_stack import StorageStack
+from logstore.storage_stack import (
+    default_metadata_url as default_metadata_url,  # public here: the CLI's `db upgrade` uses it
+)
+from logstore.transaction_admin import TransactionAdmin, write_markers
 from logstore.types import (
     AppendResult,
     FetchResult,
     GroupDescription,
     GroupListing,
-    IsolationLevel,
     OffsetAndMetadata,
     PartitionLag,
     RetentionReport,
@@ -68,22 +62,14 @@ if TYPE_CHECKING:
     from logstore.backends.object_store import ObjectStore
     from logstore.compaction.report import CompactionReport
     from logstore.tier.orphans import OrphanReport
-    from logstore.tier.service import TieredStorage
     from logstore.tier.status import PartitionTierStatus
     from logstore.tier.tierer import TierReport
-
-_log = logging.getLogger("logstore")
 
 DEFAULT_MAINTENANCE_INTERVAL_MS = 300_000
 DEFAULT_TIER_INTERVAL_MS = 5_000
 #: Bytes of remote segments cached in memory per Log (``remote_cache_bytes``).
 DEFAULT_REMOTE_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_TRANSACTION_CHECK_INTERVAL_MS = 10_000
-
-
-def default_metadata_url(path: str | os.PathLike[str]) -> str:
-    """The metadata database of a log directory when no URL is given: SQLite in the directory."""
-    return f"sqlite:///{Path(path).absolute() / 'metadata.db'}"
 
 
 def open(
@@ -163,66 +149,50 @@ class Log:
         tier_interval_ms: int | None = DEFAULT_TIER_INTERVAL_MS,
         max_open_files: int | None = None,
     ) -> None:
-        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-            raise InvalidArgumentError(
-                f"a log directory must be a non-empty path, got {path!r} (use '.' for the "
-                "current directory)")
-        if max_open_files is not None and (
-                isinstance(max_open_files, bool) or not isinstance(max_open_files, int)
-                or max_open_files < 1):
-            raise InvalidArgumentError(
-                f"max_open_files must be a positive int or None, got {max_open_files!r}")
-        self.path = Path(path).absolute()
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InvalidArgumentError(f"cannot use {self.path} as a log directory: {exc}") from exc
+        check_intervals(maintenance_interval_ms, transaction_check_interval_ms, tier_interval_ms,
+                        tiered=object_store_url is not None or object_store is not None)
         self.clock: Clock = clock or SYSTEM_CLOCK
-        self.metadata_url = metadata_url or default_metadata_url(self.path)
-        self._store = open_metadata_store(self.metadata_url)
-        try:
-            self._tiered = _open_tiered_storage(
-                object_store_url, object_store, self._store, clock=self.clock,
-                cache_bytes=remote_cache_bytes, temp_dir=self.path)
-        except BaseException:
-            self._store.close()
-            raise
-        self.notifier = AppendNotifier()
-        self._manager = LogManager(
-            self.path, clock=self.clock, notifier=self.notifier,
-            remote=None if self._tiered is None else self._tiered.partition,
-            budget=None if max_open_files is None else FileBudget(max_open_files),
-            topic_exists=self._topic_exists)
-        self._cache = TopicCache(self._store, max_age_ms=metadata_max_age_ms)
-        self._admin = TopicAdmin(self._store, self._cache, self._manager, self.clock)
-        self._admin.finish_deletions()
-        self._checkup = Checkup(self._store, self._cache, self._manager, self.clock)
-        self.group_coordinator = GroupCoordinator(self._store, self.clock)
-        self.transaction_coordinator = TransactionCoordinator(
-            self._store, self.clock, self._write_markers,
-            transactional_id_expiration_ms=transactional_id_expiration_ms)
-        self._groups = GroupAdmin(
-            self.group_coordinator, self.clock, self.partition_log,
-            lambda topic: self.topic_info(topic)[0],
-        )
+        self._stack = StorageStack.open(
+            path, metadata_url=metadata_url, clock=self.clock,
+            object_store_url=object_store_url, object_store=object_store,
+            remote_cache_bytes=remote_cache_bytes, max_open_files=max_open_files,
+            metadata_max_age_ms=metadata_max_age_ms)
+        self.path, self.metadata_url = self._stack.path, self._stack.metadata_url
+        # The pieces by name (tests and tools reach for some of them, e.g. _manager.budget).
+        self._store, self._tiered = self._stack.store, self._stack.tiered
+        self._manager, self._cache, self._admin = (
+            self._stack.manager, self._stack.cache, self._stack.admin)
+        self.notifier = self._stack.notifier
         self.clients = ClientRegistry()
         self._closed = threading.Event()
         self._closing = False
         self._close_lock = threading.Lock()
-        self._maintenance: threading.Thread | None = None
-        self._recover_transactions()
+        try:
+            self._checkup = Checkup(self._store, self._cache, self._manager, self.clock)
+            self.group_coordinator = GroupCoordinator(self._store, self.clock)
+            self.transaction_coordinator = TransactionCoordinator(
+                self._store, self.clock, self._write_markers,
+                transactional_id_expiration_ms=transactional_id_expiration_ms)
+            self._transactions = TransactionAdmin(self.transaction_coordinator)
+            self._groups = GroupAdmin(
+                self.group_coordinator, self.clock, self.partition_log,
+                lambda topic: self.topic_info(topic)[0],
+            )
+            self._transactions.recover()
+        except BaseException:  # e.g. a bad transactional_id_expiration_ms
+            self._stack.close()
+            raise
+        self._maintenance: MaintenanceThread | None = None
         if maintenance_interval_ms is not None:
-            if maintenance_interval_ms <= 0 or transaction_check_interval_ms <= 0:
-                raise InvalidArgumentError("maintenance intervals must be positive or None")
-            self._maintenance = threading.Thread(
-                target=self._maintain,
-                args=(maintenance_interval_ms / 1000.0, transaction_check_interval_ms / 1000.0),
-                name="logstore-maintenance", daemon=True,
+            self._maintenance = MaintenanceThread(
+                maintenance_interval_ms=maintenance_interval_ms,
+                transaction_check_interval_ms=transaction_check_interval_ms,
+                run_retention=lambda: self.run_maintenance(),
+                run_transactions=lambda: self.run_transaction_maintenance(),
+                closed=self._closed,
             )
             self._maintenance.start()
         if self._tiered is not None and tier_interval_ms is not None:
-            if tier_interval_ms <= 0:
-                raise InvalidArgumentError("tier_interval_ms must be positive or None")
             self._tiered.start(self, tier_interval_ms, self._closed)
 
     # --- topics ------------------------------------------------------------------------------
@@ -271,11 +241,6 @@ class Log:
         """Delete a topic and all its records."""
         self._ensure_open()
         self._admin.delete_topic(name)
-
-    def _topic_exists(self, topic: str, topic_id: str) -> bool:
-        """Whether this incarnation of ``topic`` is in the metadata store now (not cached)."""
-        record = self._store.get_topic(topic)
-        return record is not None and record.topic_id == topic_id
 
     # --- checking and repairing the data directory ------------------------------------------
 
@@ -358,19 +323,27 @@ class Log:
     def list_transactions(self) -> list[TransactionDescription]:
         """Every transactional id with its state (like kafka-transactions list)."""
         self._ensure_open()
-        return [_describe(r) for r in self.transaction_coordinator.list_transactions()]
+        return self._transactions.list_transactions()
 
     def describe_transaction(self, transactional_id: str) -> TransactionDescription:
         """One transactional id: identity, state, open transaction's partitions and offsets.
         Raises TransactionalIdNotFoundError."""
         self._ensure_open()
-        return _describe(self.transaction_coordinator.describe_transaction(transactional_id))
+        return self._transactions.describe_transaction(transactional_id)
 
     def abort_transaction(self, transactional_id: str) -> TransactionDescription:
         """Abort a hanging transaction now (its producer is fenced until it aborts too);
         nothing happens to a transactional id without an open transaction."""
         self._ensure_open()
-        return _describe(self.transaction_coordinator.force_abort(transactional_id))
+        return self._transactions.abort_transaction(transactional_id)
+
+    def _write_markers(
+        self, partitions: list[TopicPartition], producer_id: int, epoch: int, commit: bool
+    ) -> None:
+        """The transaction coordinator's marker writer (see
+        :func:`logstore.transaction_admin.write_markers`)."""
+        write_markers(self._admin.partition_log, self.clock, partitions, producer_id, epoch,
+                      commit)
 
     # --- clients -----------------------------------------------------------------------------
 
@@ -404,41 +377,18 @@ class Log:
         Raises OffsetOutOfRangeError when ``offset`` is outside [log start, log end].
         """
         self._ensure_open()
-        try:
-            isolation = IsolationLevel(isolation_level)
-        except ValueError:
-            raise InvalidArgumentError(f"unknown isolation_level {isolation_level!r}") from None
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise InvalidArgumentError(f"max_bytes must be a non-negative int, got {max_bytes!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise InvalidArgumentError(f"offset must be an int, got {offset!r}")
-        log = self.partition_log(topic, partition)
-        result = log.read(offset, max_bytes=max_bytes, isolation=isolation)
-        return FetchResult(
-            topic=topic,
-            partition=partition,
-            records=result.records,
-            high_watermark=result.high_watermark,
-            last_stable_offset=result.last_stable_offset,
-            log_start_offset=result.log_start_offset,
-            log_end_offset=result.log_end_offset,
-            aborted_transactions=tuple((a.producer_id, a.first_offset) for a in result.aborted),
-        )
+        return raw_access.fetch(self.partition_log, topic, partition, offset,
+                                max_bytes=max_bytes, isolation_level=isolation_level)
 
     def append(self, topic: str, partition: int, batch: bytes) -> AppendResult:
         """Append one encoded RecordBatch v2 (validated record by record) to a partition."""
         self._ensure_open()
-        if not isinstance(batch, (bytes, bytearray, memoryview)):
-            raise InvalidArgumentError(f"batch must be bytes, got {type(batch).__name__}")
-        return self.partition_log(topic, partition).append(bytes(batch), verify_records=True)
+        return raw_access.append(self.partition_log, topic, partition, batch)
 
     def delete_records(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Advance log start offsets (offset -1 means the high watermark); return the new ones."""
         self._ensure_open()
-        return {
-            TopicPartition(*tp): self.partition_log(tp[0], tp[1]).delete_records(offset)
-            for tp, offset in offsets.items()
-        }
+        return raw_access.delete_records(self.partition_log, offsets)
 
     @property
     def metadata(self) -> MetadataStore:
@@ -474,12 +424,14 @@ class Log:
         """Enforce retention now on every partition (or those of ``topic``)."""
         self._ensure_open()
         names = [topic] if topic is not None else self.list_topics()
-        reports: list[RetentionReport] = []
-        for name in names:
-            partition_count, _ = self.topic_info(name)
-            for partition in range(partition_count):
-                reports.append(self.partition_log(name, partition).enforce_retention())
-        return reports
+        return enforce_retention(names, lambda name: self.topic_info(name)[0], self.partition_log)
+
+    def run_transaction_maintenance(self) -> list[str]:
+        """Abort transactions open past their timeout, finish prepared ones (a producer
+        that crashed mid-commit) and remove transactional ids unused for
+        ``transactional_id_expiration_ms``; returns the transactional ids aborted."""
+        self._ensure_open()
+        return self._transactions.run_maintenance()
 
     def compact(
         self,
@@ -518,12 +470,12 @@ class Log:
         object store now, then apply local retention. See :mod:`logstore.tier.tierer`.
         Raises RemoteStorageError if the log was opened without an object store."""
         self._ensure_open()
-        return self._require_tiered().tier(self, topic, progress=progress, stop=stop)
+        return self._stack.require_tiered().tier(self, topic, progress=progress, stop=stop)
 
     def tier_pending_bytes(self, topic: str | None = None) -> int:
         """Bytes of sealed segments waiting to be tiered (for progress bars and lag)."""
         self._ensure_open()
-        return self._require_tiered().tierer(self).pending_bytes(topic)
+        return self._stack.require_tiered().tierer(self).pending_bytes(topic)
 
     def tier_status(self, topic: str | None = None) -> list[PartitionTierStatus]:
         """Per partition: local and remote offset ranges, bytes, objects and tierer lag
@@ -539,69 +491,7 @@ class Log:
         """Remove what crashed tierers and deleters left in the object store (see
         :mod:`logstore.tier.orphans`); nothing younger than ``grace_ms`` (default 1 h)."""
         self._ensure_open()
-        return self._require_tiered().clean_orphans(grace_ms=grace_ms, dry_run=dry_run)
-
-    def _require_tiered(self) -> TieredStorage:
-        if self._tiered is None:
-            raise RemoteStorageError(
-                "this log was opened without an object store (object_store_url / "
-                "--object-store / LOGSTORE_OBJECT_STORE)")
-        return self._tiered
-
-    def run_transaction_maintenance(self) -> list[str]:
-        """Abort transactions open past their timeout, finish prepared ones (a producer
-        that crashed mid-commit) and remove transactional ids unused for
-        ``transactional_id_expiration_ms``; returns the transactional ids aborted."""
-        self._ensure_open()
-        try:
-            aborted = self.transaction_coordinator.abort_timed_out()
-        finally:  # each pass tries everything; one failure must not skip the others
-            try:
-                self.transaction_coordinator.complete_pending()
-            finally:
-                self.transaction_coordinator.expire_transactional_ids()
-        return aborted
-
-    def _recover_transactions(self) -> None:
-        try:
-            self.transaction_coordinator.complete_pending()
-            self.transaction_coordinator.expire_transactional_ids()
-        except LogstoreError as exc:  # retried by the maintenance thread and by producers
-            _log.warning("could not finish prepared transactions or expire ids: %s", exc)
-
-    def _maintain(self, retention_s: float, transactions_s: float) -> None:
-        next_retention = time.monotonic() + retention_s
-        while not self._closed.wait(
-            min(transactions_s, max(0.0, next_retention - time.monotonic()))
-        ):
-            try:
-                self.run_transaction_maintenance()
-                if time.monotonic() >= next_retention:
-                    next_retention = time.monotonic() + retention_s
-                    self.run_maintenance()
-            except IllegalStateError:
-                return
-            except LogstoreError as exc:
-                _log.warning("maintenance pass failed: %s", exc)
-            except Exception:  # noqa: BLE001 - keep the thread alive; the next pass may succeed
-                _log.exception("maintenance pass failed unexpectedly")
-
-    def _write_markers(
-        self, partitions: list[TopicPartition], producer_id: int, epoch: int, commit: bool
-    ) -> None:
-        """The transaction coordinator's marker writer: append a COMMIT/ABORT control batch to
-        each partition. Idempotent: a partition recognises a marker it already has."""
-        marker = build_control_batch(
-            ControlType.COMMIT if commit else ControlType.ABORT, producer_id=producer_id,
-            producer_epoch=epoch, coordinator_epoch=0, timestamp_ms=self.clock.time_ms())
-        for tp in partitions:
-            try:
-                log = self._admin.partition_log(tp.topic, tp.partition)
-                log.append(marker, verify_records=True)
-            except UnknownTopicOrPartitionError:
-                continue  # the topic was deleted: nothing left to mark
-            except ProducerFencedError:
-                continue  # a newer epoch already wrote here: this transaction was completed
+        return self._stack.require_tiered().clean_orphans(grace_ms=grace_ms, dry_run=dry_run)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -620,13 +510,7 @@ class Log:
         self._closed.set()
         if self._maintenance is not None:
             self._maintenance.join(timeout=30)
-        if self._tiered is not None:
-            self._tiered.stop()  # before the partition logs its pass uses are closed
-        self._manager.close()
-        self.notifier.close()
-        if self._tiered is not None:
-            self._tiered.close()
-        self._store.close()
+        self._stack.close()  # the tiering thread, partition logs, ..., the metadata store
 
     @property
     def closed(self) -> bool:
@@ -649,31 +533,3 @@ class Log:
 
     def __repr__(self) -> str:
         return f"<logstore.Log {self.path}>"
-
-
-def _describe(record: TransactionRecord) -> TransactionDescription:
-    return TransactionDescription(
-        transactional_id=record.transactional_id,
-        producer_id=record.producer_id,
-        producer_epoch=record.producer_epoch,
-        state=record.state,
-        timeout_ms=record.timeout_ms,
-        start_ms=record.start_ms,
-        last_update_ms=record.update_ms,
-        partitions=frozenset(record.partitions),
-        pending_offsets={group: {tp: o.offset for tp, o in offsets.items()}
-                         for group, offsets in record.pending_offsets.items()},
-    )
-
-
-def _open_tiered_storage(
-    url: str | None, store: ObjectStore | None, metadata: MetadataStore, *, clock: Clock,
-    cache_bytes: int, temp_dir: Path,
-) -> TieredStorage | None:
-    """Tiered storage when an object store is given (imported only then)."""
-    if url is None and store is None:
-        return None
-    from logstore.tier.service import TieredStorage
-
-    return TieredStorage.open(url, store, metadata, clock=clock, cache_bytes=cache_bytes,
-                              temp_dir=temp_dir)

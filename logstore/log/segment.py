@@ -1,38 +1,10 @@
-"""One local segment: a SQLite database (apsw, WAL mode) holding record batches, one row per batch.
+"""One local segment: :class:`Segment`, a connection to a segment file, for appends and reads.
 
-File: ``<partition dir>/<base_offset:020d>.sqlite`` (zero-padded so ``ls`` sorts by offset), plus
-SQLite's ``-wal`` and ``-shm`` files next to it.
-
-Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_version`` =
-:data:`FORMAT_VERSION`)::
-
-    batches(base_offset   INTEGER PRIMARY KEY,  -- first offset of the batch
-            last_offset   INTEGER NOT NULL,     -- base_offset + lastOffsetDelta
-            max_timestamp INTEGER NOT NULL,     -- the batch's maxTimestamp
-            record_count  INTEGER NOT NULL,
-            producer_id   INTEGER NOT NULL,     -- -1 unless idempotent/transactional
-            attributes    INTEGER NOT NULL,     -- the batch's attributes field
-            data          BLOB    NOT NULL)     -- the whole RecordBatch v2, exactly as served
-    segment(id = 0, base_offset, created_ms,
-            sealed        -- 0 while active; 1 once rolled (no more appends)
-            next_offset   -- when sealed: the base offset of the successor segment
-            size_bytes    -- sum of the batch sizes
-            max_timestamp -- largest maxTimestamp of any batch, -1 when empty
-            last_offset)  -- last offset of the last batch, base_offset - 1 when empty
-    producers(producer_id PRIMARY KEY, epoch, last_sequence, batches JSON,
-              txn_first_offset, last_timestamp)
-                          -- idempotent/transactional producer state (see producer_state):
-                             updated in the same transaction as the batches, so it is always
-                             consistent with them, in every process; final once sealed
-    producer_snapshot(...same columns...)
-                          -- the state as of base_offset (copied from the predecessor at
-                             creation): truncation rebuilds from it by replaying batches
-    aborted_txns(producer_id, first_offset, last_offset)
-                          -- transactions aborted by a marker in this segment (last_offset is
-                             the marker's offset), for read_committed readers
-
-The blob's baseOffset (and partitionLeaderEpoch) fields are patched to the assigned values inside
-the write transaction, so a read returns stored bytes unchanged.
+The file format (name, schema, rows) is documented and defined in ``segment_format``. The
+producer-state tables are read and written by ``segment_producers``, and work outside the append
+and read paths (truncation, the cleaner's rewrites, checks, vacuum) is in ``segment_maintenance``:
+both are plain functions on the connection, reached through the :class:`Segment` methods of the
+same names. ``segment_format``'s names that callers use are re-exported here.
 
 Creation is atomic (see ``sqlite_file``): every process sees either no segment or a complete one,
 and two processes racing to create the same segment agree on one file. Every connection sets
@@ -44,18 +16,31 @@ holds a lock per connection). Several processes may open the same segment.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
 
 from logstore.errors import CorruptFileError, StorageError
+from logstore.log import segment_maintenance, segment_producers
 from logstore.log.handles import SQLITE_CONNECTION_FILES, FileBudget
 from logstore.log.producer_state import AbortedTxn, ProducerEntry
+from logstore.log.segment_format import (
+    APPLICATION_ID,
+    FORMAT_VERSION,
+    SUFFIX,
+    BatchRow,
+    SegmentState,
+    initialize,
+    parse_segment_file_name,
+    read_state,
+    segment_file_name,
+    segment_files,
+)
+from logstore.log.segment_format import INSERT_BATCH as _INSERT_BATCH
+from logstore.log.segment_format import batch_params as _batch_params
 from logstore.log.sqlite_file import (
     BUSY_TIMEOUT_MS,
     create_atomically,
@@ -65,126 +50,17 @@ from logstore.log.sqlite_file import (
 )
 from logstore.records.header import CONTROL_MASK
 
-APPLICATION_ID = 0x4C475347  # "LGSG": a logstore segment
-FORMAT_VERSION = 2
-SUFFIX = ".sqlite"
-
-_SCHEMA = f"""
-PRAGMA application_id = {APPLICATION_ID};
-PRAGMA user_version = {FORMAT_VERSION};
-CREATE TABLE batches (
-    base_offset   INTEGER PRIMARY KEY,
-    last_offset   INTEGER NOT NULL,
-    max_timestamp INTEGER NOT NULL,
-    record_count  INTEGER NOT NULL,
-    producer_id   INTEGER NOT NULL,
-    attributes    INTEGER NOT NULL,
-    data          BLOB    NOT NULL
-);
-CREATE TABLE producers (
-    producer_id      INTEGER PRIMARY KEY,
-    epoch            INTEGER NOT NULL,
-    last_sequence    INTEGER NOT NULL,
-    batches          TEXT    NOT NULL,
-    txn_first_offset INTEGER,
-    last_timestamp   INTEGER NOT NULL
-);
-CREATE TABLE producer_snapshot (
-    producer_id      INTEGER PRIMARY KEY,
-    epoch            INTEGER NOT NULL,
-    last_sequence    INTEGER NOT NULL,
-    batches          TEXT    NOT NULL,
-    txn_first_offset INTEGER,
-    last_timestamp   INTEGER NOT NULL
-);
-CREATE TABLE aborted_txns (
-    producer_id  INTEGER NOT NULL,
-    first_offset INTEGER NOT NULL,
-    last_offset  INTEGER NOT NULL
-);
-CREATE INDEX aborted_txns_by_last ON aborted_txns(last_offset);
-CREATE TABLE segment (
-    id            INTEGER PRIMARY KEY CHECK (id = 0),
-    base_offset   INTEGER NOT NULL,
-    created_ms    INTEGER NOT NULL,
-    sealed        INTEGER NOT NULL DEFAULT 0,
-    next_offset   INTEGER,
-    size_bytes    INTEGER NOT NULL DEFAULT 0,
-    max_timestamp INTEGER NOT NULL DEFAULT -1,
-    last_offset   INTEGER NOT NULL
-);
-"""
-
-
-def segment_file_name(base_offset: int) -> str:
-    """The file name of the segment starting at ``base_offset``."""
-    return f"{base_offset:020d}{SUFFIX}"
-
-
-def segment_files(directory: Path, *, missing_ok: bool = False) -> list[int]:
-    """Base offsets of the segment files in ``directory`` (listed or not), ascending.
-    FileNotFoundError if the directory is gone, unless ``missing_ok`` (then [])."""
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        if missing_ok:
-            return []
-        raise
-    return sorted(b for b in map(parse_segment_file_name, names) if b is not None)
-
-
-def parse_segment_file_name(name: str) -> int | None:
-    """The base offset encoded in a segment file name, or None if ``name`` is not a segment."""
-    if len(name) != 20 + len(SUFFIX) or not name.endswith(SUFFIX):
-        return None
-    digits = name[:20]
-    return int(digits) if digits.isdigit() else None
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentState:
-    """The segment's summary row, read inside a transaction."""
-
-    base_offset: int
-    created_ms: int
-    sealed: bool
-    next_offset: int | None
-    size_bytes: int
-    max_timestamp: int
-    last_offset: int
-
-    @property
-    def log_end_offset(self) -> int:
-        """One past the last offset stored in this segment."""
-        return self.last_offset + 1
-
-    @property
-    def is_empty(self) -> bool:
-        return self.last_offset < self.base_offset
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRow:
-    """One batch to insert; ``data`` already carries its assigned base offset."""
-
-    base_offset: int
-    last_offset: int
-    max_timestamp: int
-    record_count: int
-    producer_id: int
-    attributes: int
-    data: bytes | bytearray
-
-
-_INSERT_BATCH = (
-    "INSERT INTO batches(base_offset, last_offset, max_timestamp, record_count, producer_id, "
-    "attributes, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _batch_params(r: BatchRow) -> tuple[int, int, int, int, int, int, bytes | bytearray]:
-    return (r.base_offset, r.last_offset, r.max_timestamp, r.record_count, r.producer_id,
-            r.attributes, r.data)
+__all__ = [
+    "APPLICATION_ID",
+    "FORMAT_VERSION",
+    "SUFFIX",
+    "BatchRow",
+    "Segment",
+    "SegmentState",
+    "parse_segment_file_name",
+    "segment_file_name",
+    "segment_files",
+]
 
 
 class Segment:
@@ -216,18 +92,10 @@ class Segment:
         producer state (the predecessor's final state). ``sync_dir=False``: the caller fsyncs
         the directory."""
         final = directory / segment_file_name(base_offset)
-
-        def initialize(conn: apsw.Connection) -> None:
-            conn.execute(_SCHEMA)
-            conn.execute(
-                "INSERT INTO segment(id, base_offset, created_ms, last_offset) VALUES (0, ?, ?, ?)",
-                (base_offset, created_ms, base_offset - 1),
-            )
-            rows = [p.to_row() for p in producers]
-            for table in ("producers", "producer_snapshot"):
-                conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", rows)
-
-        create_atomically(final, initialize, sync_dir=sync_dir)
+        create_atomically(
+            final, lambda conn: initialize(conn, base_offset, created_ms, producers),
+            sync_dir=sync_dir,
+        )
         return final
 
     @classmethod
@@ -329,7 +197,7 @@ class Segment:
         :meth:`rollback` (for writers that decide late whether to commit, like the cleaner)."""
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            return self._state()
+            return read_state(self._conn, self.path)
         except apsw.Error as exc:
             self._rollback_quietly()
             raise translate(exc, f"writing segment {self.path}") from exc
@@ -351,7 +219,7 @@ class Segment:
         """A read snapshot: everything read inside sees one committed state."""
         try:
             self._conn.execute("BEGIN")
-            state = self._state()
+            state = read_state(self._conn, self.path)
         except apsw.Error as exc:
             self._rollback_quietly()
             raise translate(exc, f"reading segment {self.path}") from exc
@@ -366,15 +234,6 @@ class Segment:
                 self._conn.execute("ROLLBACK")
         except apsw.Error:
             pass
-
-    def _state(self) -> SegmentState:
-        row = self._conn.execute(
-            "SELECT base_offset, created_ms, sealed, next_offset, size_bytes, max_timestamp, "
-            "last_offset FROM segment WHERE id = 0"
-        ).fetchone()
-        if row is None:
-            raise CorruptFileError(f"segment {self.path} has no state row")
-        return SegmentState(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
 
     def state(self) -> SegmentState:
         """The summary row (its own read transaction)."""
@@ -415,27 +274,11 @@ class Segment:
 
         Used by truncation; the sealed flag is left alone (see :meth:`unseal`).
         """
-        try:
-            self._conn.execute("DELETE FROM batches WHERE base_offset >= ?", (offset,))
-            row = self._conn.execute(
-                "SELECT coalesce(sum(length(data)), 0), coalesce(max(max_timestamp), -1), "
-                "coalesce(max(last_offset), ?) FROM batches",
-                (self.base_offset - 1,),
-            ).fetchone()
-            self._conn.execute(
-                "UPDATE segment SET size_bytes = ?, max_timestamp = ?, last_offset = ? "
-                "WHERE id = 0",
-                row,
-            )
-        except apsw.Error as exc:
-            raise translate(exc, f"truncating segment {self.path}") from exc
+        segment_maintenance.truncate_from(self._conn, self.path, self.base_offset, offset)
 
     def unseal(self) -> None:
         """Make the segment active again (the last step of a truncation)."""
-        try:
-            self._conn.execute("UPDATE segment SET sealed = 0, next_offset = NULL WHERE id = 0")
-        except apsw.Error as exc:
-            raise translate(exc, f"unsealing segment {self.path}") from exc
+        segment_maintenance.unseal(self._conn, self.path)
 
     # --- reads (inside a transaction) ----------------------------------------------------------
 
@@ -506,198 +349,96 @@ class Segment:
 
     def producers(self, producer_ids: Sequence[int] | None = None) -> dict[int, ProducerEntry]:
         """Producer states (of ``producer_ids`` only, if given)."""
-        query = "SELECT * FROM producers"
-        params: tuple[int, ...] = ()
-        if producer_ids is not None:
-            if not producer_ids:
-                return {}
-            query += f" WHERE producer_id IN ({','.join('?' * len(producer_ids))})"
-            params = tuple(producer_ids)
-        try:
-            return {row[0]: ProducerEntry.from_row(row)
-                    for row in self._conn.execute(query, params)}
-        except apsw.Error as exc:
-            raise translate(exc, f"reading producer state of {self.path}") from exc
-
-    def snapshot_producers(self) -> dict[int, ProducerEntry]:
-        """The producer state as of this segment's base offset."""
-        try:
-            return {row[0]: ProducerEntry.from_row(row)
-                    for row in self._conn.execute("SELECT * FROM producer_snapshot")}
-        except apsw.Error as exc:
-            raise translate(exc, f"reading producer snapshot of {self.path}") from exc
+        return segment_producers.producers(self._conn, self.path, producer_ids)
 
     def save_producers(
         self, entries: Sequence[ProducerEntry], *, replace_all: bool = False
     ) -> None:
-        try:
-            if replace_all:
-                self._conn.execute("DELETE FROM producers")
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?, ?, ?)",
-                [e.to_row() for e in entries],
-            )
-        except apsw.Error as exc:
-            raise translate(exc, f"writing producer state of {self.path}") from exc
+        segment_producers.save_producers(self._conn, self.path, entries, replace_all=replace_all)
 
     def add_aborted(self, aborted: Sequence[AbortedTxn]) -> None:
-        try:
-            self._conn.executemany(
-                "INSERT INTO aborted_txns VALUES (?, ?, ?)",
-                [(a.producer_id, a.first_offset, a.last_offset) for a in aborted],
-            )
-        except apsw.Error as exc:
-            raise translate(exc, f"writing aborted transactions of {self.path}") from exc
+        segment_producers.add_aborted(self._conn, self.path, aborted)
 
     def aborted_between(self, start: int, end: int) -> list[AbortedTxn]:
         """Aborted transactions whose data may lie in [start, end): marker at or after
         ``start`` and first offset before ``end``."""
-        try:
-            return [AbortedTxn(*row) for row in self._conn.execute(
-                "SELECT producer_id, first_offset, last_offset FROM aborted_txns "
-                "WHERE last_offset >= ? AND first_offset < ? ORDER BY first_offset",
-                (start, end),
-            )]
-        except apsw.Error as exc:
-            raise translate(exc, f"reading aborted transactions of {self.path}") from exc
+        return segment_producers.aborted_between(self._conn, self.path, start, end)
 
     def first_unstable_offset(self) -> int | None:
         """The smallest first offset of an ongoing transaction, or None."""
-        try:
-            return self._conn.execute(
-                "SELECT min(txn_first_offset) FROM producers WHERE txn_first_offset IS NOT NULL"
-            ).get
-        except apsw.Error as exc:
-            raise translate(exc, f"reading producer state of {self.path}") from exc
+        return segment_producers.first_unstable_offset(self._conn, self.path)
+
+    def snapshot_producers(self) -> dict[int, ProducerEntry]:
+        """The producer state as of this segment's base offset."""
+        return segment_producers.snapshot_producers(self._conn, self.path)
 
     def producer_batches(self, below: int | None = None) -> list[tuple[int, bytes]]:
         """(base offset, data) of every idempotent/transactional batch, in offset order."""
-        query = "SELECT base_offset, data FROM batches WHERE producer_id >= 0"
-        params: tuple[int, ...] = ()
-        if below is not None:
-            query += " AND base_offset < ?"
-            params = (below,)
-        try:
-            return list(self._conn.execute(query + " ORDER BY base_offset", params))
-        except apsw.Error as exc:
-            raise translate(exc, f"reading {self.path}") from exc
+        return segment_producers.producer_batches(self._conn, self.path, below)
 
     def delete_aborted_from(self, offset: int) -> None:
         """Forget aborted transactions whose marker is at or after ``offset`` (truncation)."""
-        try:
-            self._conn.execute("DELETE FROM aborted_txns WHERE last_offset >= ?", (offset,))
-        except apsw.Error as exc:
-            raise translate(exc, f"truncating {self.path}") from exc
+        segment_producers.delete_aborted_from(self._conn, self.path, offset)
+
+    def all_aborted(self) -> list[AbortedTxn]:
+        """Every aborted-transaction entry of this segment."""
+        return segment_producers.all_aborted(self._conn, self.path)
+
+    def replace_aborted(self, aborted: Sequence[AbortedTxn]) -> None:
+        """Make ``aborted`` the segment's whole aborted-transaction index."""
+        segment_producers.replace_aborted(self._conn, self.path, aborted)
 
     # --- in-place rewriting by the log cleaner (inside a write transaction) -------------------
 
     def rows_after(self, offset: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` (base offset, data) rows with base offset > ``offset``, in order."""
-        try:
-            return list(self._conn.execute(
-                "SELECT base_offset, data FROM batches WHERE base_offset > ? "
-                "ORDER BY base_offset LIMIT ?", (offset, limit)))
-        except apsw.Error as exc:
-            raise translate(exc, f"reading {self.path}") from exc
+        return segment_maintenance.rows_after(self._conn, self.path, offset, limit)
 
     def iter_rows(self) -> Iterator[tuple[int, bytes]]:
         """Every (base offset, data) row in offset order, streamed (inside a transaction)."""
-        try:
-            yield from self._conn.execute(
-                "SELECT base_offset, data FROM batches ORDER BY base_offset")
-        except apsw.Error as exc:
-            raise translate(exc, f"reading {self.path}") from exc
+        return segment_maintenance.iter_rows(self._conn, self.path)
 
     def replace_row(self, base_offset: int, row: BatchRow | None) -> None:
         """Delete the batch at ``base_offset`` (``row`` None) or overwrite it with ``row``
         (same base offset). The summary row is not touched: see :meth:`set_summary`."""
-        try:
-            if row is None:
-                self._conn.execute("DELETE FROM batches WHERE base_offset = ?", (base_offset,))
-            else:
-                self._conn.execute(
-                    "UPDATE batches SET last_offset = ?, max_timestamp = ?, record_count = ?, "
-                    "producer_id = ?, attributes = ?, data = ? WHERE base_offset = ?",
-                    (row.last_offset, row.max_timestamp, row.record_count, row.producer_id,
-                     row.attributes, row.data, base_offset))
-        except apsw.Error as exc:
-            raise translate(exc, f"rewriting {self.path}") from exc
+        segment_maintenance.replace_row(self._conn, self.path, base_offset, row)
 
     def insert_rows(self, rows: Sequence[BatchRow]) -> None:
         """Insert batches without touching the summary row (see :meth:`set_summary`)."""
-        try:
-            self._conn.executemany(_INSERT_BATCH, [_batch_params(r) for r in rows])
-        except apsw.Error as exc:
-            raise translate(exc, f"rewriting {self.path}") from exc
+        segment_maintenance.insert_rows(self._conn, self.path, rows)
 
     def set_summary(self, *, next_offset: int) -> SegmentState:
         """Recompute size, max timestamp and last offset from the batches and set the
         successor's base offset (a sealed segment's range after a rewrite or merge)."""
-        try:
-            size, max_ts, last = self._conn.execute(
-                "SELECT coalesce(sum(length(data)), 0), coalesce(max(max_timestamp), -1), "
-                "coalesce(max(last_offset), ?) FROM batches", (self.base_offset - 1,)
-            ).fetchone()
-            self._conn.execute(
-                "UPDATE segment SET size_bytes = ?, max_timestamp = ?, last_offset = ?, "
-                "next_offset = ? WHERE id = 0", (size, max_ts, last, next_offset))
-            return self._state()
-        except apsw.Error as exc:
-            raise translate(exc, f"rewriting {self.path}") from exc
+        return segment_maintenance.set_summary(
+            self._conn, self.path, self.base_offset, next_offset=next_offset)
 
-    def all_aborted(self) -> list[AbortedTxn]:
-        """Every aborted-transaction entry of this segment."""
-        try:
-            return [AbortedTxn(*row) for row in self._conn.execute(
-                "SELECT producer_id, first_offset, last_offset FROM aborted_txns "
-                "ORDER BY last_offset")]
-        except apsw.Error as exc:
-            raise translate(exc, f"reading aborted transactions of {self.path}") from exc
-
-    def replace_aborted(self, aborted: Sequence[AbortedTxn]) -> None:
-        """Make ``aborted`` the segment's whole aborted-transaction index."""
-        try:
-            self._conn.execute("DELETE FROM aborted_txns")
-        except apsw.Error as exc:
-            raise translate(exc, f"rewriting {self.path}") from exc
-        self.add_aborted(aborted)
+    # --- checks and free pages ------------------------------------------------------------------
 
     def quick_check(self) -> str:
         """SQLite's ``PRAGMA quick_check``: "ok", or what is wrong (inside a transaction)."""
-        try:
-            rows = [row[0] for row in self._conn.execute("PRAGMA quick_check")]
-        except apsw.Error as exc:
-            raise translate(exc, f"checking {self.path}") from exc
-        return "ok" if rows == ["ok"] else "; ".join(str(r) for r in rows[:5])
+        return segment_maintenance.quick_check(self._conn, self.path)
 
     def iter_batch_rows(self) -> Iterator[tuple[int, int, int, bytes]]:
         """Every (base offset, last offset, record count, data) row in offset order, streamed
         (inside a transaction; apsw errors propagate, for the checker to report)."""
-        yield from self._conn.execute(
-            "SELECT base_offset, last_offset, record_count, data FROM batches "
-            "ORDER BY base_offset")
+        return segment_maintenance.iter_batch_rows(self._conn)
+
+    def free_fraction(self) -> float:
+        """The share of the file's pages that are free (left by deleted or shrunk rows)."""
+        return segment_maintenance.free_fraction(self._conn, self.path)
+
+    def vacuum(self) -> None:
+        """Rebuild the file without free pages (a transaction of its own: readers in other
+        processes keep their snapshot; the file shrinks at the next full checkpoint)."""
+        segment_maintenance.vacuum(self._conn, self.path)
+
+    # --- WAL ------------------------------------------------------------------------------------
 
     def set_autocheckpoint(self, pages: int) -> None:
         """SQLite's ``wal_autocheckpoint`` for this connection (0 disables it, so a big
         rewrite's commit does not also fold the WAL in while a lock is held)."""
         self._conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
-
-    def free_fraction(self) -> float:
-        """The share of the file's pages that are free (left by deleted or shrunk rows)."""
-        try:
-            pages = self._conn.execute("PRAGMA page_count").get
-            free = self._conn.execute("PRAGMA freelist_count").get
-        except apsw.Error as exc:
-            raise translate(exc, f"reading {self.path}") from exc
-        return free / pages if pages else 0.0
-
-    def vacuum(self) -> None:
-        """Rebuild the file without free pages (a transaction of its own: readers in other
-        processes keep their snapshot; the file shrinks at the next full checkpoint)."""
-        try:
-            self._conn.execute("VACUUM")
-        except apsw.Error as exc:
-            raise translate(exc, f"vacuuming {self.path}") from exc
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (best effort; skipped while readers are busy)."""
