@@ -153,6 +153,15 @@ class LogReader:
                     break
                 continue
             base = segments.base_for(position)
+            if base > position:
+                # The segment list moved on since first_base() above (local copies dropped
+                # after tiering, or retention, in another process): the offset is below the
+                # first local segment now. Look again rather than read from the next segment,
+                # which would skip the offsets in between.
+                vanished += 1
+                if vanished > MAX_RETRIES:
+                    raise StorageError(f"{self}: segment list keeps changing")
+                continue
             try:
                 with segments.reading(base) as (segment, state):
                     got, size, next_position, limited = segment.read_from(

@@ -192,6 +192,26 @@ def _last_offset(records: bytes) -> int:
 # --- retention ---------------------------------------------------------------------------------
 
 
+def test_a_read_whose_segment_list_moves_on_mid_read_goes_remote_not_past_the_gap(
+        kit, monkeypatch):
+    """Another process tiers and drops local copies between the reader's look at the first
+    local segment and its choice of segment: the read must go to the remote copy, not skip to
+    the first local segment left (a gap a reader in another process once saw)."""
+    log = kit.open()
+    log.create_topic("t", 1, TIERED)
+    kit.produce(log, "t", 3000)
+    first_batch = log.fetch("t", 0, 0, max_bytes=1).records
+    assert log.tier().segments_copied >= 10
+    segments = log.partition_log("t", 0)._segments
+    assert segments.first_base() > 2500
+    stale = [0]  # the first local offset as this reader saw it before the tiering
+    real_first_base = segments.first_base
+    monkeypatch.setattr(segments, "first_base",
+                        lambda: stale.pop() if stale else real_first_base())
+    assert log.fetch("t", 0, 0, max_bytes=1).records == first_batch
+    assert not stale
+
+
 def test_local_retention_never_drops_untiered_segments(kit):
     log = kit.open()
     log.create_topic("t", 1, TIERED)
