@@ -254,25 +254,39 @@ class LogReader:
 
     def offset_for_timestamp(self, timestamp_ms: int) -> OffsetAndTimestamp | None:
         """The earliest offset whose record timestamp is >= ``timestamp_ms`` (None if none)."""
+        segments = self._segments
+        segments.check_generation()
+        remote = self._remote()
+        # One listing per attempt, for the remote part and the local one alike: a segment
+        # whose local copy goes away meanwhile (tiered, or deleted by retention) means the
+        # listing is stale, and searching on would skip that segment's offsets.
+        for _ in range(MAX_RETRIES):
+            log_start = segments.state.get().log_start_offset
+            bases = segments.bases()
+            if remote is not None:
+                found = remote.offset_for_timestamp(
+                    timestamp_ms, below=bases[0], log_start=log_start)
+                if found is not None:
+                    return found
+            try:
+                return self._local_offset_for_timestamp(bases, timestamp_ms, log_start)
+            except FileNotFoundError as exc:
+                segments.raise_if_listed(exc)  # still listed: damage, not a move
+                continue
+        raise StorageError(f"{self}: segment list keeps changing")
+
+    def _local_offset_for_timestamp(self, bases: Sequence[int], timestamp_ms: int,
+                                    log_start: int) -> OffsetAndTimestamp | None:
+        """The earliest offset with a timestamp >= ``timestamp_ms`` in these local segments;
+        FileNotFoundError if one of them is gone."""
         from logstore.records.reader import decode_batch
 
         segments = self._segments
-        segments.check_generation()
-        log_start = segments.state.get().log_start_offset
-        remote = self._remote()
-        if remote is not None:
-            found = remote.offset_for_timestamp(
-                timestamp_ms, below=segments.first_base(), log_start=log_start)
-            if found is not None:
-                return found
-        for base in segments.bases():
-            try:
-                if segments.state_of(base).max_timestamp < timestamp_ms:
-                    continue
-                with segments.reading(base) as (segment, _):
-                    batch = segment.first_batch_at_or_after_time(timestamp_ms)
-            except FileNotFoundError:
+        for base in bases:
+            if segments.state_of(base).max_timestamp < timestamp_ms:
                 continue
+            with segments.reading(base) as (segment, _):
+                batch = segment.first_batch_at_or_after_time(timestamp_ms)
             if batch is None:
                 continue
             _, records = decode_batch(batch[1], verify_crc=False, min_offset=log_start)

@@ -158,6 +158,25 @@ def test_offsets_for_times_search_remote_segments(kit):
     assert plog.offset_for_timestamp(T0 + 5000) is None
 
 
+def test_an_offset_by_time_is_found_when_local_copies_go_away_mid_search(kit, monkeypatch):
+    """The segment listing the search starts from is stale (tiering dropped local copies in
+    another process): it looks again instead of skipping the segments that moved."""
+    log = kit.open()
+    log.create_topic("t", 1, TIERED)
+    kit.produce(log, "t", 2000)
+    plog = log.partition_log("t", 0)
+    stale_bases = list(plog.segment_bases())
+    log.tier()
+    segments = plog._segments
+    assert segments.first_base() > 1000
+    stale = [stale_bases]
+    real_bases = segments.bases
+    monkeypatch.setattr(segments, "bases", lambda: stale.pop() if stale else real_bases())
+    found = plog.offset_for_timestamp(T0 + 777)
+    assert found is not None and (found.offset, found.timestamp_ms) == (777, T0 + 777)
+    assert not stale
+
+
 def test_sequential_remote_reads_prefetch_the_next_chunk(kit, read_all):
     log = kit.open()
     log.create_topic("t", 1, {**TIERED, "segment.bytes": str(3_500_000)})
