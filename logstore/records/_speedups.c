@@ -106,6 +106,52 @@ corrupt(const char *message)
     return NULL;
 }
 
+/* Whether `count` records fit `size` bytes and the batch's last offset delta; -1 with
+   CorruptRecordError set if not. */
+static int
+check_record_count(Py_ssize_t count, Py_ssize_t size, long long last_delta)
+{
+    if (count < 0 || count > size / MIN_RECORD_BYTES || count > last_delta + 1) {
+        PyErr_Format(CorruptRecordError,
+                     "record count %zd does not fit the batch (%zd bytes of records, last "
+                     "offset delta %lld)", count, size, last_delta);
+        return -1;
+    }
+    return 0;
+}
+
+/* A record's framing up to its offset delta: its *length (the record must fit before `end`),
+   the attributes byte, the timestamp and offset deltas (the offset delta must exceed *prev,
+   which it then becomes). *pos moves to the key; *record_end is where the record ends.
+   -1 with CorruptRecordError set on bad bytes. */
+static int
+read_record_head(const uint8_t *p, Py_ssize_t end, Py_ssize_t *pos, int64_t *length,
+                 Py_ssize_t *record_end, int64_t *ts_delta, int64_t *delta, int64_t *prev)
+{
+    if (read_varint(p, end, pos, length) < 0)
+        return -1;
+    if (*length < 0 || *length > end - *pos) {
+        corrupt("record runs past the end of the batch");
+        return -1;
+    }
+    *record_end = *pos + (Py_ssize_t)*length;
+    if (*pos >= *record_end) { /* the attributes byte */
+        corrupt("record runs past the end of the batch");
+        return -1;
+    }
+    *pos += 1;
+    if (read_varint(p, *record_end, pos, ts_delta) < 0 ||
+        read_varint(p, *record_end, pos, delta) < 0)
+        return -1;
+    if (*delta <= *prev) {
+        PyErr_Format(CorruptRecordError, "record offset delta %lld does not increase",
+                     (long long)*delta);
+        return -1;
+    }
+    *prev = *delta;
+    return 0;
+}
+
 /* Decode `count` headers at *pos (inside the record ending at record_end). */
 static PyObject *
 decode_headers(const uint8_t *p, Py_ssize_t record_end, Py_ssize_t *pos)
@@ -248,12 +294,8 @@ decode_records(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "records section outside the buffer");
         goto done;
     }
-    if (count < 0 || count > (end - pos) / MIN_RECORD_BYTES || count > last_delta + 1) {
-        PyErr_Format(CorruptRecordError,
-                     "record count %zd does not fit the batch (%zd bytes of records, last "
-                     "offset delta %lld)", count, end - pos, last_delta);
+    if (check_record_count(count, end - pos, last_delta) < 0)
         goto done;
-    }
     ts_type = PyLong_FromLong(log_append_time ? 1 : 0);
     out = PyList_New(0);
     if (out == NULL || ts_type == NULL)
@@ -261,27 +303,9 @@ decode_records(PyObject *module, PyObject *args)
     int64_t prev = -1;
     for (Py_ssize_t k = 0; k < count; k++) {
         int64_t length, ts_delta, delta;
-        if (read_varint(p, end, &pos, &length) < 0)
+        Py_ssize_t record_end;
+        if (read_record_head(p, end, &pos, &length, &record_end, &ts_delta, &delta, &prev) < 0)
             goto fail;
-        if (length < 0 || length > end - pos) {
-            corrupt("record runs past the end of the batch");
-            goto fail;
-        }
-        Py_ssize_t record_end = pos + (Py_ssize_t)length;
-        if (pos >= record_end) { /* the attributes byte */
-            corrupt("record runs past the end of the batch");
-            goto fail;
-        }
-        pos += 1;
-        if (read_varint(p, record_end, &pos, &ts_delta) < 0 ||
-            read_varint(p, record_end, &pos, &delta) < 0)
-            goto fail;
-        if (delta <= prev) {
-            PyErr_Format(CorruptRecordError, "record offset delta %lld does not increase",
-                         (long long)delta);
-            goto fail;
-        }
-        prev = delta;
         PyObject *key = read_bytes(p, record_end, &pos, "key");
         if (key == NULL)
             goto fail;
@@ -424,37 +448,15 @@ check_records(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "records section outside the buffer");
         goto done;
     }
-    if (count < 0 || count > (end - pos) / MIN_RECORD_BYTES || count > last_delta + 1) {
-        PyErr_Format(CorruptRecordError,
-                     "record count %zd does not fit the batch (%zd bytes of records, last "
-                     "offset delta %lld)", count, end - pos, last_delta);
+    if (check_record_count(count, end - pos, last_delta) < 0)
         goto done;
-    }
     int64_t prev = -1;
     for (Py_ssize_t k = 0; k < count; k++) {
         int64_t length, ts_delta, delta;
         int null_key, null_value;
-        if (read_varint(p, end, &pos, &length) < 0)
+        Py_ssize_t record_end;
+        if (read_record_head(p, end, &pos, &length, &record_end, &ts_delta, &delta, &prev) < 0)
             goto done;
-        if (length < 0 || length > end - pos) {
-            corrupt("record runs past the end of the batch");
-            goto done;
-        }
-        Py_ssize_t record_end = pos + (Py_ssize_t)length;
-        if (pos >= record_end) {
-            corrupt("record runs past the end of the batch");
-            goto done;
-        }
-        pos += 1;
-        if (read_varint(p, record_end, &pos, &ts_delta) < 0 ||
-            read_varint(p, record_end, &pos, &delta) < 0)
-            goto done;
-        if (delta <= prev) {
-            PyErr_Format(CorruptRecordError, "record offset delta %lld does not increase",
-                         (long long)delta);
-            goto done;
-        }
-        prev = delta;
         if (delta != k && first_bad_delta < 0)
             first_bad_delta = k;
         if (skip_bytes(p, record_end, &pos, "key", &null_key) < 0 ||
