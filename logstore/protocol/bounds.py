@@ -29,7 +29,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from logstore.protocol.frames import FrameError
+from logstore.protocol.frames import FrameError, read_unsigned_varint
 
 #: ``walk(buffer, offset, end, budget) -> offset after the value``; raises FrameError.
 #: ``budget`` is a one-element list: the array elements the request may still declare.
@@ -63,19 +63,6 @@ def _past_end() -> FrameError:
     return FrameError("the request body runs past the end of the frame")
 
 
-def _uvarint(buf: Any, offset: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    for index in range(5):
-        if offset + index >= end:
-            raise _past_end()
-        byte = buf[offset + index]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, offset + index + 1
-        shift += 7
-    raise FrameError("a varint is longer than 5 bytes")
-
-
 def _skip(size: int) -> Walker:
     def walk(buf: Any, offset: int, end: int, budget: list[int]) -> int:
         offset += size
@@ -91,7 +78,7 @@ def _variable(flexible: bool, int16_length: bool) -> Walker:
     A negative (null) length is left to kio."""
     if flexible:
         def walk_compact(buf: Any, offset: int, end: int, budget: list[int]) -> int:
-            length, offset = _uvarint(buf, offset, end)
+            length, offset = read_unsigned_varint(buf, offset, end)
             offset += max(length - 1, 0)
             if offset > end:
                 raise _past_end()
@@ -117,7 +104,7 @@ def _array(element: Walker, element_size: int | None, flexible: bool) -> Walker:
     ``element_size`` bytes when that is fixed (skipped in one step)."""
     def walk(buf: Any, offset: int, end: int, budget: list[int]) -> int:
         if flexible:
-            count, offset = _uvarint(buf, offset, end)
+            count, offset = read_unsigned_varint(buf, offset, end)
             count -= 1
         else:
             if offset + 4 > end:
@@ -225,12 +212,12 @@ def _entity(cls: type[Any]) -> tuple[Walker, int | None]:
 
 def _tagged_fields(buf: Any, offset: int, end: int, budget: list[int],
                    known: dict[int, Walker]) -> int:
-    count, offset = _uvarint(buf, offset, end)
+    count, offset = read_unsigned_varint(buf, offset, end)
     if count > end - offset:
         raise FrameError(f"{count} tagged fields in {end - offset} bytes")
     for _ in range(count):
-        tag, offset = _uvarint(buf, offset, end)
-        size, offset = _uvarint(buf, offset, end)
+        tag, offset = read_unsigned_varint(buf, offset, end)
+        size, offset = read_unsigned_varint(buf, offset, end)
         stop = offset + size
         if stop > end:
             raise FrameError("a tagged field runs past the end of the frame")

@@ -90,11 +90,14 @@ def parse_request_header(frame: bytes | memoryview, *, flexible: bool) -> Reques
     return RequestHeader(api_key, api_version, correlation_id, client_id, offset)
 
 
-def read_unsigned_varint(buf: bytes | memoryview, offset: int) -> tuple[int, int]:
-    """(value, next offset) of an unsigned varint of at most 5 bytes."""
+def read_unsigned_varint(buf: bytes | memoryview, offset: int,
+                         end: int | None = None) -> tuple[int, int]:
+    """(value, next offset) of an unsigned varint of at most 5 bytes, read before ``end``
+    (default: the end of ``buf``)."""
+    limit = len(buf) if end is None else end
     value = shift = 0
     for index in range(5):
-        if offset + index >= len(buf):
+        if offset + index >= limit:
             raise FrameError("a varint runs past the end of the frame")
         byte = buf[offset + index]
         value |= (byte & 0x7F) << shift
