@@ -338,12 +338,13 @@ class Log:
         return self._transactions.abort_transaction(transactional_id)
 
     def _write_markers(
-        self, partitions: list[TopicPartition], producer_id: int, epoch: int, commit: bool
+        self, partitions: list[TopicPartition], producer_id: int, epoch: int, commit: bool,
+        coordinator_epoch: int,
     ) -> None:
         """The transaction coordinator's marker writer (see
         :func:`logstore.transaction_admin.write_markers`)."""
         write_markers(self._admin.partition_log, self.clock, partitions, producer_id, epoch,
-                      commit)
+                      commit, coordinator_epoch)
 
     # --- clients -----------------------------------------------------------------------------
 

@@ -70,12 +70,15 @@ def write_markers(
     producer_id: int,
     epoch: int,
     commit: bool,
+    coordinator_epoch: int,
 ) -> None:
     """The transaction coordinator's marker writer: append a COMMIT/ABORT control batch to
-    each partition. Idempotent: a partition recognises a marker it already has."""
+    each partition, carrying the coordinator's claim as its ``coordinator_epoch``.
+    Idempotent: a marker that reaches a partition again ends nothing more there."""
     marker = build_control_batch(
         ControlType.COMMIT if commit else ControlType.ABORT, producer_id=producer_id,
-        producer_epoch=epoch, coordinator_epoch=0, timestamp_ms=clock.time_ms())
+        producer_epoch=epoch, coordinator_epoch=coordinator_epoch,
+        timestamp_ms=clock.time_ms())
     for tp in partitions:
         try:
             log = partition_log(tp.topic, tp.partition)

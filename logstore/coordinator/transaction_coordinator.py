@@ -13,14 +13,18 @@ same stored state.
 
 Ending a transaction takes three steps, never holding a database lock across I/O:
 
-1. one database transaction moves it to PrepareCommit/PrepareAbort with the epoch bumped;
-2. ``write_markers`` appends the COMMIT/ABORT control batches to each of its partitions;
+1. one database transaction moves it to PrepareCommit/PrepareAbort with the epoch bumped (a
+   classic end, for Kafka clients before EndTxn v5, keeps it), which is also the first claim
+   on writing its markers;
+2. ``write_markers`` appends the COMMIT/ABORT control batches to each of its partitions,
+   carrying the claim;
 3. one database transaction moves it to CompleteCommit (making its pending offsets the groups'
    committed offsets in that same transaction) or CompleteAbort.
 
 A crash or a failed ``write_markers`` between 1 and 3 leaves the Prepare state, which anyone
-finishes by repeating 2 and 3: ``write_markers`` must be idempotent. Step 3 is a
-compare-and-swap, so racing finishers complete it once.
+finishes by taking a new claim (a database write) and repeating 2 and 3: ``write_markers``
+must be idempotent. Step 3 is a compare-and-swap on the claim, so racing finishers complete it
+once and only the latest claimant does (see ``txn_state``).
 
 Time comes from the injected clock (transaction timeouts, expiry). Stateless apart from its
 store, clock, marker writer and settings: thread-safe.
@@ -49,14 +53,16 @@ from logstore.errors import (
     StaleVersionError,
     TransactionalIdNotFoundError,
 )
+from logstore.records.control import coordinator_epoch_for
 from logstore.types import TopicPartition
 
 T = TypeVar("T")
 
-WriteMarkers = Callable[[list[TopicPartition], int, int, bool], None]
-"""``write_markers(partitions, producer_id, producer_epoch, commit)``: append a COMMIT (or
-ABORT) control batch of that producer identity to every partition. Idempotent; raises a
-(retriable) LogstoreError if it could not write them all."""
+WriteMarkers = Callable[[list[TopicPartition], int, int, bool, int], None]
+"""``write_markers(partitions, producer_id, producer_epoch, commit, claim)``: append a COMMIT
+(or ABORT) control batch of that producer identity to every partition, with ``claim`` as its
+coordinator epoch. Idempotent; raises a (retriable) LogstoreError if it could not write them
+all."""
 
 # init_producer_id finishes at most this many transactions before it gives up: more means
 # other instances of the same transactional id keep starting new ones.
@@ -171,11 +177,13 @@ class TransactionCoordinator:
         ))
 
     def end_transaction(
-        self, transactional_id: str, producer_id: int, epoch: int, commit: bool
+        self, transactional_id: str, producer_id: int, epoch: int, commit: bool, *,
+        bump: bool = True,
     ) -> ProducerIdAndEpoch:
         """Commit or abort the producer's transaction; returns the identity the producer must
         use from now on (the epoch is bumped by every transaction; past epoch 32766 the
-        producer id changes).
+        producer id changes). ``bump`` False: a classic end, for clients that cannot learn a
+        new epoch (Kafka's EndTxn before v5): the producer keeps its identity.
 
         Idempotent: a retry by the same identity with the same decision returns the same
         result, finishing the work if a previous attempt failed. Aborting with no transaction
@@ -187,7 +195,7 @@ class TransactionCoordinator:
         result = _raised(self._store.update_transaction(
             transactional_id, lambda r, allocate: txn_state.end_transaction(
                 r, transactional_id, producer_id, epoch, commit, self._clock.time_ms(),
-                allocate)
+                allocate, bump=bump)
         ))
         if isinstance(result, Completion):
             self._finish(result)
@@ -304,13 +312,22 @@ class TransactionCoordinator:
     # --- internals ---------------------------------------------------------------------------
 
     def _finish(self, completion: Completion) -> bool:
-        """Write the markers, then complete; True if this call made the completion."""
+        """Claim (unless ``completion`` holds a claim already), write the markers, then
+        complete; True if this call made the completion."""
+        tid = completion.transactional_id
+        if completion.claim is None:
+            unclaimed = completion
+            claimed = self._store.update_transaction(
+                tid, lambda r, _: txn_state.claim(r, tid, unclaimed))
+            if claimed is None:
+                return False  # completed meanwhile
+            completion = claimed
         if completion.partitions:
             self._write_markers(
                 list(completion.partitions), completion.producer_id, completion.producer_epoch,
-                completion.commit,
+                completion.commit, coordinator_epoch_for(completion.claim or 0),
             )
-        tid = completion.transactional_id
+        finished = completion
         return self._store.update_transaction(
-            tid, lambda r, _: txn_state.complete(r, tid, completion, self._clock.time_ms())
+            tid, lambda r, _: txn_state.complete(r, tid, finished, self._clock.time_ms())
         )

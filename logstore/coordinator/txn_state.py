@@ -19,6 +19,8 @@ States and transitions::
     Ongoing --add_partitions / add_offsets--> Ongoing
     Ongoing --end(commit)--> PrepareCommit (epoch+1, "end") --markers, complete--> CompleteCommit
     Ongoing --end(abort)--> PrepareAbort (epoch+1, "end") --markers, complete--> CompleteAbort
+    Ongoing --classic end(commit / abort)--> PrepareCommit / PrepareAbort (same epoch)
+        --markers, complete--> CompleteCommit / CompleteAbort
     Ongoing --timed out / force abort--> PrepareAbort (epoch+1, "timeout") --> CompleteAbort
     Ongoing --init--> PrepareAbort (epoch+1, "init") --> CompleteAbort --> Empty (epoch+1)
     PrepareX --init / complete_pending--> CompleteX (markers written again first)
@@ -36,14 +38,22 @@ Rules:
   succeeds and hands it the bumped identity: it adopts it). Anything else, including every
   identity replaced by an "init" bump, is ProducerFencedError.
 * Markers carry the bumped epoch, so a delayed write of a finished transaction (older epoch)
-  can never join the next one. A producer never holds epoch 32767
+  can never join the next one. Classic ends (``bump=False``: Kafka clients whose EndTxn, before
+  v5, cannot hand them a new epoch) keep the producer's epoch: their markers carry it, and a
+  retried classic end of a completed transaction with the same decision succeeds (Kafka's
+  rule). A producer never holds epoch 32767
   (:data:`MAX_PRODUCER_EPOCH`): a bump that reaches it is used for markers only and the
   producer is handed a new producer id with epoch 0 (allocated at prepare time, taken over at
   completion); an init bump that would reach it allocates the new producer id at once.
 * Pending offsets become the groups' committed offsets in the same write as CompleteCommit;
   an abort drops them.
-* Completion is a compare-and-swap on (state, identity): of several processes finishing the
-  same prepared transaction exactly one completes it; the others find it done.
+* Writing markers takes a *claim*: the step that prepares the transaction, or a later
+  :func:`claim` (a retry, recovery, another process), writes the record, and the record's new
+  version is the claim. Markers carry it (``producer_state`` skips a marker whose claim is
+  older than one the partition has seen from that producer), and only the latest claimant may
+  complete: completion is a compare-and-swap on (state, identity, version), so of several
+  processes finishing the same prepared transaction exactly one completes it, after writing
+  every marker, and a stalled earlier claimant can never end the producer's next transaction.
 * Expiry (Kafka's ``transactional.id.expiration.ms``) removes only an id with no transaction
   in progress whose record was last written that long ago, and only at the version that was
   judged (the store's compare-and-swap), so an id a producer uses meanwhile stays. An expired id
@@ -100,8 +110,10 @@ EXPIRABLE_STATES = (EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT)
 class Completion:
     """A transaction in a Prepare state: write these markers, then complete it.
 
-    ``producer_id``/``producer_epoch`` are the markers' (the bumped epoch); ``result`` is the
-    identity the producer uses once the transaction is complete.
+    ``producer_id``/``producer_epoch`` are the markers' (the bumped epoch, or the producer's
+    own after a classic end); ``result`` is the identity the producer uses once the transaction
+    is complete. ``claim``: the record version that entitles this holder to write the markers
+    and complete (None: not claimed yet, take one with :func:`claim` first).
     """
 
     transactional_id: str
@@ -110,9 +122,10 @@ class Completion:
     commit: bool
     partitions: tuple[TopicPartition, ...]
     result: ProducerIdAndEpoch
+    claim: int | None = None
 
 
-def completion_of(record: TransactionRecord) -> Completion:
+def completion_of(record: TransactionRecord, *, claim: int | None = None) -> Completion:
     """The work that finishes ``record``, which must be in a Prepare state."""
     if record.state not in PREPARE_STATES:
         raise InvalidTxnStateError(
@@ -125,7 +138,13 @@ def completion_of(record: TransactionRecord) -> Completion:
         commit=record.state == PREPARE_COMMIT,
         partitions=tuple(sorted(record.partitions)),
         result=record.identity_after_completion,
+        claim=claim,
     )
+
+
+def _claimed(written: TransactionRecord) -> Completion:
+    """The completion of a prepared record this step writes: its new version is the claim."""
+    return completion_of(written, claim=written.version + 1)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -249,9 +268,13 @@ def _ended(tid: str, producer_id: int, epoch: int) -> ProducerFencedError:
 
 def _prepare(
     record: TransactionRecord, commit: bool, reason: str, now_ms: int,
-    allocate: ProducerIdAllocator,
+    allocate: ProducerIdAllocator, *, bump: bool = True,
 ) -> TransactionRecord:
-    """Ongoing -> PrepareCommit/PrepareAbort with the epoch bumped for the markers."""
+    """Ongoing -> PrepareCommit/PrepareAbort with the epoch bumped for the markers (or kept,
+    for a classic end: the last bump stays what it was)."""
+    state = PREPARE_COMMIT if commit else PREPARE_ABORT
+    if not bump:
+        return replace(record, state=state, update_ms=now_ms)
     epoch = record.producer_epoch + 1
     next_producer_id = NO_PRODUCER_ID
     if epoch >= MAX_PRODUCER_EPOCH:
@@ -262,7 +285,7 @@ def _prepare(
     return replace(
         record,
         producer_epoch=epoch,
-        state=PREPARE_COMMIT if commit else PREPARE_ABORT,
+        state=state,
         update_ms=now_ms,
         last_bump=reason,
         previous_producer_id=record.producer_id,
@@ -309,7 +332,7 @@ def init_producer_id(
         return TxnUpdate(created), created.identity
     if record.state == ONGOING:
         prepared = _prepare(record, False, BUMP_INIT, now_ms, allocate)
-        return TxnUpdate(prepared), completion_of(prepared)
+        return TxnUpdate(prepared), _claimed(prepared)
     if record.state in PREPARE_STATES:
         return TxnUpdate(), completion_of(record)
     producer_id, epoch = record.producer_id, record.producer_epoch + 1
@@ -431,8 +454,11 @@ def end_transaction(
     commit: bool,
     now_ms: int,
     allocate: ProducerIdAllocator,
+    *,
+    bump: bool = True,
 ) -> tuple[TxnUpdate, ProducerIdAndEpoch | Completion | LogstoreError]:
-    """Commit or abort the ongoing transaction.
+    """Commit or abort the ongoing transaction; ``bump`` False for a classic end (the
+    producer keeps its epoch).
 
     Returns the :class:`Completion` to finish (markers, then :func:`complete`; its ``result``
     is the identity the producer uses next), or that identity directly when there is nothing
@@ -455,8 +481,16 @@ def end_transaction(
                 f"cannot {decision} the transaction of {tid!r}: it is already {record.state}")
         return TxnUpdate(), _outcome(record)
     if record.state == ONGOING:
-        prepared = _prepare(record, commit, BUMP_END, now_ms, allocate)
-        return TxnUpdate(prepared), completion_of(prepared)
+        prepared = _prepare(record, commit, BUMP_END, now_ms, allocate, bump=bump)
+        return TxnUpdate(prepared), _claimed(prepared)
+    if not bump and record.state in PREPARE_STATES + COMPLETE_STATES:
+        # A classic client retrying its end (its answer was lost, or the markers failed):
+        # the same decision finishes the work or finds it done, as Kafka answers it.
+        if record.state not in ((PREPARE_COMMIT, COMPLETE_COMMIT) if commit
+                                else (PREPARE_ABORT, COMPLETE_ABORT)):
+            return TxnUpdate(), InvalidTxnStateError(
+                f"cannot {decision} the transaction of {tid!r}: it is already {record.state}")
+        return TxnUpdate(), _outcome(record)
     if record.state in PREPARE_STATES:
         return TxnUpdate(), ConcurrentTransactionsError(
             f"the previous transaction of {tid!r} is still completing: retry")
@@ -466,18 +500,34 @@ def end_transaction(
     return TxnUpdate(), record.identity
 
 
+def _still_prepared(record: TransactionRecord | None, completion: Completion) -> bool:
+    """``record`` is still in the Prepare state and identity of ``completion``."""
+    prepared = PREPARE_COMMIT if completion.commit else PREPARE_ABORT
+    return record is not None and record.state == prepared and record.identity == (
+        ProducerIdAndEpoch(completion.producer_id, completion.producer_epoch))
+
+
+def claim(
+    record: TransactionRecord | None, tid: str, completion: Completion
+) -> tuple[TxnUpdate, Completion | None]:
+    """Take a new claim on finishing a prepared transaction (every claim before it can no
+    longer complete it); None if it is no longer prepared (someone completed it)."""
+    if record is None or not _still_prepared(record, completion):
+        return TxnUpdate(), None
+    return TxnUpdate(record), _claimed(record)
+
+
 def complete(
     record: TransactionRecord | None, tid: str, completion: Completion, now_ms: int
 ) -> tuple[TxnUpdate, bool]:
     """Prepare* -> Complete* once the markers are written; True if this call completed it.
 
     A no-op (False) unless the record is still in the Prepare state and identity of
-    ``completion``: someone else completed it already.
+    ``completion`` and at the version of its claim: someone else completed it already, or
+    claimed it since (and completes it).
     """
-    prepared = PREPARE_COMMIT if completion.commit else PREPARE_ABORT
-    if record is None or record.state != prepared or record.identity != ProducerIdAndEpoch(
-        completion.producer_id, completion.producer_epoch
-    ):
+    if record is None or not _still_prepared(record, completion) or (
+            record.version != completion.claim):
         return TxnUpdate(), False
     after = record.identity_after_completion
     completed = replace(
@@ -513,7 +563,7 @@ def abort(
             if force else None)
     if record.state == ONGOING and (force or record.timed_out(now_ms)):
         prepared = _prepare(record, False, BUMP_TIMEOUT, now_ms, allocate)
-        return TxnUpdate(prepared), completion_of(prepared)
+        return TxnUpdate(prepared), _claimed(prepared)
     if force and record.state in PREPARE_STATES:
         return TxnUpdate(), completion_of(record)
     return TxnUpdate(), None

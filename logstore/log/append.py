@@ -29,7 +29,7 @@ from logstore.errors import (
 from logstore.log.producer_state import AbortedTxn, ProducerEntry, apply
 from logstore.log.segment import BatchRow, Segment
 from logstore.log.segment_set import SegmentSet
-from logstore.records.control import parse_control
+from logstore.records.control import ControlRecord, parse_control
 from logstore.records.header import (
     BatchHeader,
     parse_header,
@@ -50,12 +50,14 @@ PRODUCER_EXPIRATION_MS = 7 * 24 * 3600 * 1000
 class _Pending:
     """One batch waiting for the group commit."""
 
-    __slots__ = ("control_type", "data", "done", "error", "header", "result")
+    __slots__ = ("data", "done", "error", "header", "marker", "result", "verified_claim")
 
-    def __init__(self, data: bytes, header: BatchHeader, control_type: int | None) -> None:
+    def __init__(self, data: bytes, header: BatchHeader, marker: ControlRecord | None,
+                 verified_claim: int | None) -> None:
         self.data = data
         self.header = header
-        self.control_type = control_type
+        self.marker = marker
+        self.verified_claim = verified_claim
         self.result: AppendResult | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -98,7 +100,8 @@ class Appender:
             self._closed = True
             self._closed_error = error
 
-    def append(self, batch: bytes, *, verify_records: bool = True) -> AppendResult:
+    def append(self, batch: bytes, *, verify_records: bool = True,
+               verified_claim: int | None = None) -> AppendResult:
         """Append one RecordBatch v2 and return the offsets assigned to it.
 
         The batch is validated (framing, CRC, size against ``max.message.bytes``; with
@@ -106,22 +109,31 @@ class Appender:
         against the producer's state: a duplicate of a recent batch returns the offsets it got
         the first time (``duplicate`` set) instead of being appended again. Durable when this
         returns, as the topic's ``durability`` says. Concurrent calls share commits.
+
+        ``verified_claim``: the transaction coordinator's record version at which the broker
+        verified the transaction of a transactional batch; the batch is refused
+        (InvalidTxnStateError) if a marker claimed after that reached the partition first
+        (see ``producer_state``).
         """
-        return self.append_many([batch], verify_records=verify_records)[0]
+        return self.append_many([batch], verify_records=verify_records,
+                                verified_claim=verified_claim)[0]
 
     def append_many(
-        self, batches: Sequence[bytes], *, verify_records: bool = True
+        self, batches: Sequence[bytes], *, verify_records: bool = True,
+        verified_claim: int | None = None,
     ) -> list[AppendResult]:
         """Append several batches in order; raise the first batch's error, if any (the batches
         before it are appended)."""
-        results = self.append_each(batches, verify_records=verify_records)
+        results = self.append_each(batches, verify_records=verify_records,
+                                   verified_claim=verified_claim)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return results  # type: ignore[return-value]
 
     def append_each(
-        self, batches: Sequence[bytes], *, verify_records: bool = True
+        self, batches: Sequence[bytes], *, verify_records: bool = True,
+        verified_claim: int | None = None,
     ) -> list[AppendResult | LogstoreError]:
         """Append several batches in order, in one transaction; return each one's result or
         the error that rejected it (the others are appended regardless)."""
@@ -130,11 +142,11 @@ class Appender:
         outcomes: list[AppendResult | LogstoreError | None] = []
         for data in batches:
             try:
-                header, control_type = self._validate(data, config, verify_records)
+                header, marker = self._validate(data, config, verify_records)
             except LogstoreError as exc:
                 outcomes.append(exc)
                 continue
-            mine.append(_Pending(data, header, control_type))
+            mine.append(_Pending(data, header, marker, verified_claim))
             outcomes.append(None)
         if mine:
             self._commit_queued(mine)
@@ -209,14 +221,14 @@ class Appender:
             )
         if (header.is_transactional or header.is_control) and header.producer_id < 0:
             raise InvalidRecordError("transactional and control batches need a producer id")
-        control_type = None
+        marker = None
         if header.is_control:
             from logstore.records.reader import decode_batch
 
             _, records = decode_batch(batch, verify_crc=False)
             if len(records) != 1:
                 raise InvalidRecordError("a control batch holds exactly one record")
-            control_type = parse_control(records[0].key, records[0].value).type
+            marker = parse_control(records[0].key, records[0].value)
         elif verify_records or config.compacts:
             # Every record checked as a reader would decode it, without building one (the
             # batch of a client the broker serves is never decoded into records).
@@ -231,7 +243,7 @@ class Appender:
                 raise InvalidRecordError(
                     f"topic {self._topic} is compacted (cleanup.policy="
                     f"{config.cleanup_policy}): every record needs a key")
-        return header, control_type
+        return header, marker
 
     def _commit_group(self, group: list[_Pending]) -> int:
         """Commit ``group`` in one transaction; return the log end offset after it."""
@@ -291,7 +303,8 @@ class Appender:
             if header.producer_id >= 0:
                 try:
                     outcome = apply(states.get(header.producer_id), header, next_offset,
-                                    control_type=pending.control_type, now_ms=now_ms)
+                                    marker=pending.marker,
+                                    verified_claim=pending.verified_claim, now_ms=now_ms)
                 except LogstoreError as exc:
                     decided.append((pending, exc))
                     continue

@@ -241,12 +241,12 @@ def _rebuild_producer_state(segment: Segment, below: int) -> None:
     states: dict[int, ProducerEntry] = dict(segment.snapshot_producers())
     for base_offset, data in segment.producer_batches(below=below):
         header = parse_header(data)
-        control_type = None
+        marker = None
         if header.is_control:
             _, records = decode_batch(data, verify_crc=False)
-            control_type = parse_control(records[0].key, records[0].value).type
+            marker = parse_control(records[0].key, records[0].value)
         outcome = apply(states.get(header.producer_id), header, base_offset,
-                        control_type=control_type, check=False)
+                        marker=marker, check=False)
         if outcome.entry is not None:
             states[header.producer_id] = outcome.entry
     segment.save_producers(list(states.values()), replace_all=True)

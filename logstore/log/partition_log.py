@@ -182,24 +182,30 @@ class PartitionLog:
         """The leader epoch stamped into appended batches."""
         return self._appender.leader_epoch
 
-    def append(self, batch: bytes, *, verify_records: bool = True) -> AppendResult:
+    def append(self, batch: bytes, *, verify_records: bool = True,
+               verified_claim: int | None = None) -> AppendResult:
         """Append one RecordBatch v2 and return the offsets assigned to it (see
         :meth:`Appender.append`)."""
-        return self._appender.append(batch, verify_records=verify_records)
+        return self._appender.append(batch, verify_records=verify_records,
+                                     verified_claim=verified_claim)
 
     def append_many(
-        self, batches: Sequence[bytes], *, verify_records: bool = True
+        self, batches: Sequence[bytes], *, verify_records: bool = True,
+        verified_claim: int | None = None,
     ) -> list[AppendResult]:
         """Append several batches in order; raise the first batch's error, if any (the batches
         before it are appended)."""
-        return self._appender.append_many(batches, verify_records=verify_records)
+        return self._appender.append_many(batches, verify_records=verify_records,
+                                          verified_claim=verified_claim)
 
     def append_each(
-        self, batches: Sequence[bytes], *, verify_records: bool = True
+        self, batches: Sequence[bytes], *, verify_records: bool = True,
+        verified_claim: int | None = None,
     ) -> list[AppendResult | LogstoreError]:
         """Append several batches in order, in one transaction; return each one's result or
         the error that rejected it (the others are appended regardless)."""
-        return self._appender.append_each(batches, verify_records=verify_records)
+        return self._appender.append_each(batches, verify_records=verify_records,
+                                          verified_claim=verified_claim)
 
     def roll(self) -> None:
         """Seal the active segment now (if it holds anything) and start a new one."""

@@ -31,6 +31,7 @@ from logstore.log.segment_format import (
     APPLICATION_ID,
     FORMAT_VERSION,
     SUFFIX,
+    UPGRADES,
     BatchRow,
     SegmentState,
     initialize,
@@ -127,6 +128,13 @@ class Segment:
                 # a vanished segment as FileNotFoundError and look again.
                 raise FileNotFoundError(path) from exc
             raise error from exc
+        if app_id == APPLICATION_ID and version in UPGRADES:
+            try:
+                version = _upgrade(conn)
+            except apsw.Error as exc:
+                conn.close()
+                raise translate(exc, f"upgrading segment {path} to format "
+                                     f"{FORMAT_VERSION}") from exc
         if app_id != APPLICATION_ID or version != FORMAT_VERSION:
             conn.close()
             raise CorruptFileError(
@@ -446,3 +454,20 @@ class Segment:
             self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
         except apsw.Error:
             pass
+
+
+def _upgrade(conn: apsw.Connection) -> int:
+    """Bring the file to :data:`FORMAT_VERSION` in one write transaction (another process may
+    be doing the same: the version is read again under the write lock); return the version
+    it has now."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").get
+        if version in UPGRADES:
+            conn.execute(UPGRADES[version])
+            version = FORMAT_VERSION
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version

@@ -21,7 +21,7 @@ Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_versio
             max_timestamp -- largest maxTimestamp of any batch, -1 when empty
             last_offset)  -- last offset of the last batch, base_offset - 1 when empty
     producers(producer_id PRIMARY KEY, epoch, last_sequence, batches JSON,
-              txn_first_offset, last_timestamp)
+              txn_first_offset, last_timestamp, marker_claim)
                           -- idempotent/transactional producer state (see producer_state):
                              updated in the same transaction as the batches, so it is always
                              consistent with them, in every process; final once sealed
@@ -37,8 +37,13 @@ the write transaction, so a read returns stored bytes unchanged.
 
 This module holds the format only: names, the schema, the row types and the statements shared by
 the modules that read and write it (``segment`` for the connection, ``segment_rewrite`` for
-in-place rewrites). A new format version changes :data:`FORMAT_VERSION`; files of another version
-are refused when opened (there is no migration).
+in-place rewrites). A new format version changes :data:`FORMAT_VERSION`. Files of an older
+version listed in :data:`UPGRADES` are upgraded in place when opened (one write transaction);
+files of any other version are refused.
+
+Versions: 2 (the first of these tables); 3 adds ``marker_claim`` (the highest transaction-marker
+claim seen per producer, see ``producer_state``) to ``producers`` and ``producer_snapshot``,
+-1 in upgraded rows.
 """
 
 from __future__ import annotations
@@ -54,7 +59,15 @@ from logstore.errors import CorruptFileError
 from logstore.log.producer_state import ProducerEntry
 
 APPLICATION_ID = 0x4C475347  # "LGSG": a logstore segment
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Statements that bring a file of the key's version to :data:`FORMAT_VERSION`.
+UPGRADES = {
+    2: (
+        "ALTER TABLE producers ADD COLUMN marker_claim INTEGER NOT NULL DEFAULT -1;"
+        "ALTER TABLE producer_snapshot ADD COLUMN marker_claim INTEGER NOT NULL DEFAULT -1;"
+        f"PRAGMA user_version = {FORMAT_VERSION};"
+    ),
+}
 SUFFIX = ".sqlite"
 
 SCHEMA = f"""
@@ -75,7 +88,8 @@ CREATE TABLE producers (
     last_sequence    INTEGER NOT NULL,
     batches          TEXT    NOT NULL,
     txn_first_offset INTEGER,
-    last_timestamp   INTEGER NOT NULL
+    last_timestamp   INTEGER NOT NULL,
+    marker_claim     INTEGER NOT NULL DEFAULT -1
 );
 CREATE TABLE producer_snapshot (
     producer_id      INTEGER PRIMARY KEY,
@@ -83,7 +97,8 @@ CREATE TABLE producer_snapshot (
     last_sequence    INTEGER NOT NULL,
     batches          TEXT    NOT NULL,
     txn_first_offset INTEGER,
-    last_timestamp   INTEGER NOT NULL
+    last_timestamp   INTEGER NOT NULL,
+    marker_claim     INTEGER NOT NULL DEFAULT -1
 );
 CREATE TABLE aborted_txns (
     producer_id  INTEGER NOT NULL,
@@ -104,6 +119,10 @@ CREATE TABLE segment (
 """
 
 
+#: Placeholders of a ``producers`` / ``producer_snapshot`` row.
+PRODUCER_COLUMNS = ", ".join("?" * 7)
+
+
 def initialize(
     conn: apsw.Connection, base_offset: int, created_ms: int, producers: Sequence[ProducerEntry]
 ) -> None:
@@ -116,7 +135,7 @@ def initialize(
     )
     rows = [p.to_row() for p in producers]
     for table in ("producers", "producer_snapshot"):
-        conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(f"INSERT INTO {table} VALUES ({PRODUCER_COLUMNS})", rows)
 
 
 # --- file names -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import apsw
 
 from logstore.log.producer_state import AbortedTxn, ProducerEntry
+from logstore.log.segment_format import PRODUCER_COLUMNS
 from logstore.log.sqlite_file import translate
 
 # --- appends and reads ------------------------------------------------------------------------
@@ -49,7 +50,7 @@ def save_producers(
         if replace_all:
             conn.execute("DELETE FROM producers")
         conn.executemany(
-            "INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO producers VALUES ({PRODUCER_COLUMNS})",
             [e.to_row() for e in entries],
         )
     except apsw.Error as exc:

@@ -29,6 +29,14 @@ CONTROL_KEY = struct.Struct(">hh")  # version, type
 END_TXN_MARKER_VALUE = struct.Struct(">hi")  # version, coordinatorEpoch
 CURRENT_CONTROL_KEY_VERSION = 0
 CURRENT_END_TXN_MARKER_VERSION = 0
+#: Coordinator epochs written here lie in [0, COORDINATOR_EPOCH_LIMIT) and wrap around.
+COORDINATOR_EPOCH_LIMIT = 1 << 31
+
+
+def coordinator_epoch_for(claim: int) -> int:
+    """The coordinator epoch a marker carries for the transaction coordinator's ``claim`` (an
+    ever-growing number, see ``coordinator.txn_state``)."""
+    return claim % COORDINATOR_EPOCH_LIMIT
 
 
 class ControlType(enum.IntEnum):

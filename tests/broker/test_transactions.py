@@ -3,15 +3,14 @@ transactional producers, read_committed consumers, a consume-transform-produce c
 send_offsets_to_transaction, fencing, the produce path's transactional checks, the error codes
 each protocol version gets, and DescribeProducers / DescribeTransactions / ListTransactions.
 
-Each transaction of a confluent-kafka or kafka-python producer here is run by a producer
-instance of its own: these clients keep their epoch across transactions (EndTxn before v5 does
-not return one), while the coordinator bumps it at the end of every transaction (KIP-890), so a
-second transaction of the same instance is fenced. ``test_one_producer_runs_many_transactions``
-records that gap (xfail, strict).
+A producer instance of these clients runs transaction after transaction: EndTxn before v5
+cannot hand it a new epoch, so the broker ends its transactions the classic way (the producer
+keeps its epoch and its sequences; see docs/architecture.md, section 9).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import socket
 import time
@@ -232,11 +231,6 @@ def test_a_consume_transform_produce_copier_commits_exactly_once(broker) -> None
     assert broker.log.describe_transaction("copier-tx").state == "CompleteCommit"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "EndTxn v0-v3 gives the client no new epoch, but the coordinator bumps it at the end of "
-    "every transaction (KIP-890): the next transaction of the same instance is fenced. Needs "
-    "classic (non-bumping) transactions for these clients, which the partitions' marker rule "
-    "does not accept yet (see docs/architecture.md section 9)."))
 def test_one_producer_runs_many_transactions(broker) -> None:
     broker.log.create_topic("many")
     producer = ck_transactional(broker.bootstrap, "many-tx")
@@ -316,26 +310,23 @@ def test_kafka_python_transactional_producer(broker) -> None:
     broker.log.create_topic("kpt")
     broker.log.create_topic("in")  # offsets of a partition that does not exist are refused
 
-    def producer() -> Any:
-        made = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id="kp-tx",
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id="kp-tx",
                              max_block_ms=20_000)
-        made.init_transactions()
-        return made
-
-    first = producer()
-    first.begin_transaction()
+    producer.init_transactions()
+    producer.begin_transaction()
     for i in range(3):
-        first.send("kpt", value=b"kept-%d" % i, partition=0)
-    first.send_offsets_to_transaction(
+        producer.send("kpt", value=b"kept-%d" % i, partition=0)
+    producer.send_offsets_to_transaction(
         {KpTopicPartition("in", 0): OffsetAndMetadata(42, "", -1)}, "kp-group")
-    first.commit_transaction()
-    first.close()
-    second = producer()
-    second.begin_transaction()
-    second.send("kpt", value=b"dropped", partition=0)
-    second.flush()
-    second.abort_transaction()
-    second.close()
+    producer.commit_transaction()
+    producer.begin_transaction()  # the same instance goes on (classic EndTxn)
+    producer.send("kpt", value=b"dropped", partition=0)
+    producer.flush()
+    producer.abort_transaction()
+    producer.begin_transaction()
+    producer.send("kpt", value=b"kept-3", partition=0)
+    producer.commit_transaction()
+    producer.close()
     assert committed(broker.log, "kp-group", TopicPartition("in", 0)) == 42
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
                              isolation_level="read_committed", consumer_timeout_ms=3000,
@@ -343,7 +334,42 @@ def test_kafka_python_transactional_producer(broker) -> None:
     consumer.assign([KpTopicPartition("kpt", 0)])
     values = [m.value for m in consumer]
     consumer.close()
-    assert values == [b"kept-0", b"kept-1", b"kept-2"]
+    assert values == [b"kept-0", b"kept-1", b"kept-2", b"kept-3"]
+
+
+# --- aiokafka ----------------------------------------------------------------------------------
+
+
+def test_aiokafka_transactional_producer_runs_many_transactions(broker) -> None:
+    """aiokafka speaks EndTxn v0: its one producer commits, aborts and commits again."""
+    from aiokafka import AIOKafkaProducer
+
+    class Rollback(Exception):
+        pass
+
+    broker.log.create_topic("akt")
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap,
+                                    transactional_id="ak-tx")
+        await producer.start()
+        try:
+            for n in range(4):
+                try:
+                    async with producer.transaction():  # aborts when the body raises
+                        await producer.send_and_wait("akt", value=b"txn-%d" % n, partition=0)
+                        if n == 2:
+                            raise Rollback
+                except Rollback:
+                    pass
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+    assert ck_read(broker.bootstrap, "akt", "read_committed") == [b"txn-0", b"txn-1",
+                                                                   b"txn-3"]
+    assert ck_read(broker.bootstrap, "akt", "read_uncommitted") == [
+        b"txn-0", b"txn-1", b"txn-2", b"txn-3"]
 
 
 # --- raw frames: idempotence, the produce path, error codes ---------------------------------------

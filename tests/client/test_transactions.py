@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from logstore.backends.txn_records import ProducerIdAndEpoch
 
 import logstore
 from logstore.clock import ManualClock
@@ -20,6 +22,7 @@ from logstore.errors import (
     TransactionalIdNotFoundError,
 )
 from logstore.log.partition_log import PartitionLog
+from logstore.records.builder import encode_batch
 from logstore.records.header import iter_headers
 from logstore.types import OffsetAndMetadata, TopicPartition
 
@@ -283,3 +286,51 @@ def test_oversized_records_still_fail_at_send(txn_log):
         producer.send("t", value=b"x" * 2_000_000)
     producer.abort_transaction()
     producer.close()
+
+
+# --- classic ends (Kafka clients before EndTxn v5) and marker claims ----------------------------
+
+
+def _txn_batch(value: bytes, identity: ProducerIdAndEpoch, sequence: int) -> bytes:
+    return encode_batch([(1000, None, value, ())], producer_id=identity.producer_id,
+                        producer_epoch=identity.epoch, base_sequence=sequence,
+                        is_transactional=True)
+
+
+def test_a_stalled_claimant_does_not_end_the_next_transaction(txn_log, monkeypatch) -> None:
+    """Classic transactions keep the producer's epoch, so only the claim a marker carries
+    tells a late marker of transaction N from the end of N+1: the first EndTxn stalls before
+    writing its marker, the maintenance pass claims N again and completes it, N+1 begins on
+    the same partition, and then the stalled marker lands."""
+    coordinator = txn_log.transaction_coordinator
+    log = txn_log.partition_log("t", 0)
+    who = coordinator.init_producer_id("classic-tx", 60_000)
+    coordinator.add_partitions("classic-tx", who.producer_id, who.epoch, [TP0])
+    log.append(_txn_batch(b"n", who, 0))
+    write_markers = coordinator._write_markers
+    entered, release = threading.Event(), threading.Event()
+    stalled: list[bool] = []
+
+    def stalling(*args: object) -> None:
+        if not stalled:
+            stalled.append(True)
+            entered.set()
+            assert release.wait(30)
+        write_markers(*args)
+
+    monkeypatch.setattr(coordinator, "_write_markers", stalling)
+    outcome: list[object] = []
+    first = threading.Thread(target=lambda: outcome.append(coordinator.end_transaction(
+        "classic-tx", who.producer_id, who.epoch, True, bump=False)))
+    first.start()
+    assert entered.wait(30)
+    assert coordinator.complete_pending() == ["classic-tx"]  # the later claim completes N
+    coordinator.add_partitions("classic-tx", who.producer_id, who.epoch, [TP0])
+    log.append(_txn_batch(b"n+1", who, 1))  # the same epoch, sequences going on
+    release.set()
+    first.join(30)
+    assert outcome == [who]  # the stalled call answers; it could not complete
+    assert log.last_stable_offset == 2, "transaction N+1 must still be open"
+    assert coordinator.end_transaction("classic-tx", who.producer_id, who.epoch, False,
+                                       bump=False) == who
+    assert committed_values(txn_log) == [b"n"]

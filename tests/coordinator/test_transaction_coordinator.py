@@ -59,7 +59,7 @@ class Markers:
         self._lock = threading.Lock()
 
     def __call__(self, partitions: list[TopicPartition], producer_id: int, epoch: int,
-                 commit: bool) -> None:
+                 commit: bool, coordinator_epoch: int) -> None:
         assert isinstance(partitions, list)
         with self._lock:
             failing = self.failures > 0
@@ -303,7 +303,7 @@ def test_racing_finishers_complete_a_prepared_transaction_once(coordinator, stor
     assert markers.calls == [((A0, B0), who.producer_id, who.epoch + 1, True)] * 2
     record = coordinator.describe_transaction("tx")
     assert (record.state, record.producer_epoch, record.version) == (
-        COMPLETE_COMMIT, who.epoch + 1, 5)  # init, 2 adds, prepare, one completion
+        COMPLETE_COMMIT, who.epoch + 1, 7)  # init, 2 adds, prepare, 2 claims, one completion
     assert store.fetch_offsets("g") == {A0: off(5)}
 
 

@@ -60,7 +60,7 @@ class Markers:
         self.failing = False
 
     def __call__(self, partitions: list[TopicPartition], producer_id: int, epoch: int,
-                 commit: bool) -> None:
+                 commit: bool, coordinator_epoch: int) -> None:
         if self.failing:
             raise StorageError("disk unavailable", retriable=True)
         self.calls += 1

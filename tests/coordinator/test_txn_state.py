@@ -47,6 +47,11 @@ TIMEOUT = 60_000
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
 
 
+def unclaimed(completion: ts.Completion) -> ts.Completion:
+    """``completion`` without its claim (a claim is taken by whoever writes the markers)."""
+    return replace(completion, claim=None)
+
+
 def off(offset: int, commit_ms: int = 5) -> CommittedOffset:
     return CommittedOffset(offset, "", -1, commit_ms)
 
@@ -59,6 +64,7 @@ class Txn:
         self.record: TransactionRecord | None = None
         self.committed: dict[str, dict[TopicPartition, CommittedOffset]] = {}
         self.markers: list[tuple[tuple[TopicPartition, ...], int, int, bool]] = []
+        self.claims: list[int] = []  # the claim each marker write carried
         self.writes = 0
         self.now = 1_000
         self._ids = itertools.count(1000)
@@ -83,6 +89,12 @@ class Txn:
         return result
 
     def finish(self, completion: ts.Completion) -> bool:
+        if completion.claim is None:
+            claimed = self.run(ts.claim, completion)
+            if claimed is None:
+                return False
+            completion = claimed
+        self.claims.append(completion.claim)
         if completion.partitions:
             self.markers.append((completion.partitions, completion.producer_id,
                                  completion.producer_epoch, completion.commit))
@@ -110,9 +122,10 @@ class Txn:
         self.run(ts.add_offsets, who.producer_id, who.epoch, group_id, offsets, self.now,
                  **kwargs)
 
-    def end(self, who: ProducerIdAndEpoch, commit: bool, *, finish: bool = True):  # type: ignore[no-untyped-def]
+    def end(self, who: ProducerIdAndEpoch, commit: bool, *, finish: bool = True,  # type: ignore[no-untyped-def]
+            bump: bool = True):
         result = self.run(ts.end_transaction, who.producer_id, who.epoch, commit, self.now,
-                          self.allocate)
+                          self.allocate, bump=bump)
         return self.settle(result) if finish else result
 
     def expire(self, *, force: bool = False):  # type: ignore[no-untyped-def]
@@ -183,7 +196,8 @@ def test_init_finishes_a_prepared_transaction_as_decided(commit):
     prepared = txn.end(who, commit, finish=False)  # the markers were never written (crash)
     assert txn.state == (PREPARE_COMMIT if commit else PREPARE_ABORT)
     result = txn.run(ts.init_producer_id, TIMEOUT, txn.now, txn.allocate)
-    assert result == prepared and txn.writes == 4  # nothing written: init finishes it first
+    assert unclaimed(result) == unclaimed(prepared)
+    assert txn.writes == 4  # nothing written: init finishes it first, with a claim of its own
     new = txn.init()
     assert txn.markers == [((A0, B0), who.producer_id, who.epoch + 1, commit)]
     assert new == ProducerIdAndEpoch(who.producer_id, who.epoch + 2)
@@ -331,7 +345,7 @@ def test_end_retried_by_the_same_producer_is_idempotent(commit):
     txn.offsets(who, "g", {A0: off(5)})
     first = txn.end(who, commit, finish=False)  # the markers failed: still prepared
     again = txn.end(who, commit, finish=False)
-    assert again == first and txn.writes == 4
+    assert unclaimed(again) == unclaimed(first) and txn.writes == 4
     assert txn.settle(again) == first.result
     writes = txn.writes
     assert txn.end(who, commit) == first.result  # retried after completion: same answer
@@ -419,7 +433,7 @@ def test_adoption_finishes_an_abort_whose_markers_failed():
     txn.now += TIMEOUT + 1
     completion = txn.expire()  # markers never written
     result = txn.end(who, commit=False, finish=False)
-    assert result == completion
+    assert unclaimed(result) == unclaimed(completion)
     assert txn.settle(result) == ProducerIdAndEpoch(who.producer_id, who.epoch + 1)
     assert txn.state == COMPLETE_ABORT and len(txn.markers) == 1
 
@@ -462,8 +476,50 @@ def test_force_abort_aborts_like_a_timeout_and_leaves_completed_ones_alone():
 def test_force_abort_finishes_a_prepared_commit_as_decided():
     txn, who = ongoing()
     prepared = txn.end(who, commit=True, finish=False)
-    assert txn.expire(force=True) == prepared
+    assert unclaimed(txn.expire(force=True)) == unclaimed(prepared)
     assert txn.expire() is None  # the timeout pass leaves prepared ones to complete_pending
+
+
+# --- classic ends and claims ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_classic_end_keeps_the_producer_identity(commit):
+    txn, who = ongoing()
+    txn.offsets(who, "g", {A0: off(7)})
+    assert txn.end(who, commit, bump=False) == who
+    assert txn.markers == [((A0, B0), who.producer_id, who.epoch, commit)]  # its own epoch
+    assert txn.record is not None and txn.record.last_bump == BUMP_INIT
+    assert txn.committed == ({"g": {A0: off(7)}} if commit else {})
+    txn.add(who, A1)  # the same identity runs the next transaction
+    assert txn.state == ONGOING
+    assert txn.end(who, commit=True, bump=False) == who
+    assert [m[2] for m in txn.markers] == [who.epoch, who.epoch]
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_classic_end_retried_finishes_the_work_or_finds_it_done(commit):
+    txn, who = ongoing()
+    first = txn.end(who, commit, finish=False, bump=False)  # the markers failed
+    retry = txn.end(who, commit, finish=False, bump=False)
+    assert unclaimed(retry) == unclaimed(first) and retry.claim is None
+    assert txn.settle(retry) == who and txn.state == (COMPLETE_COMMIT if commit
+                                                      else COMPLETE_ABORT)
+    writes = txn.writes
+    assert txn.end(who, commit, bump=False) == who and txn.writes == writes  # a lost answer
+    with pytest.raises(InvalidTxnStateError):
+        txn.end(who, not commit, bump=False)
+
+
+def test_only_the_latest_claim_completes():
+    txn, who = ongoing()
+    first = txn.end(who, commit=True, finish=False, bump=False)
+    later = txn.run(ts.claim, first)  # another process finishes it (a retry, recovery)
+    assert later is not None and first.claim is not None and later.claim == first.claim + 1
+    assert txn.run(ts.complete, first, txn.now) is False, "an earlier claimant must not"
+    assert txn.state == PREPARE_COMMIT
+    assert txn.run(ts.complete, later, txn.now) is True and txn.state == COMPLETE_COMMIT
+    assert txn.run(ts.claim, later) is None  # nothing left to claim
 
 
 # --- KIP-447 -------------------------------------------------------------------------------------

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from logstore.errors import OutOfOrderSequenceError, ProducerFencedError, UnknownProducerIdError
+from logstore.errors import (
+    InvalidTxnStateError,
+    OutOfOrderSequenceError,
+    ProducerFencedError,
+    UnknownProducerIdError,
+)
+from logstore.log.producer_state import claim_after
 from logstore.records.builder import encode_batch
 from logstore.records.control import ControlType, build_control_batch
 from logstore.records.header import iter_headers
@@ -18,9 +24,9 @@ def batch(values, *, seq: int, epoch: int = 0, pid: int = PID, txn: bool = False
                         producer_epoch=epoch, base_sequence=seq, is_transactional=txn)
 
 
-def marker(kind: ControlType, *, epoch: int, pid: int = PID) -> bytes:
-    return build_control_batch(kind, producer_id=pid, producer_epoch=epoch, coordinator_epoch=0,
-                               timestamp_ms=2000)
+def marker(kind: ControlType, *, epoch: int, pid: int = PID, claim: int = 0) -> bytes:
+    return build_control_batch(kind, producer_id=pid, producer_epoch=epoch,
+                               coordinator_epoch=claim, timestamp_ms=2000)
 
 
 def offsets(log) -> list[int]:  # type: ignore[no-untyped-def]
@@ -199,3 +205,100 @@ def test_a_late_duplicate_marker_does_not_end_the_next_transaction(partitions):
     # Another process finishing transaction N again writes its marker once more:
     assert log.append(marker(ControlType.COMMIT, epoch=1)).duplicate
     assert log.last_stable_offset == stable == 2, "transaction N+1 must still be open"
+
+
+# --- classic transactions (EndTxn before v5: markers at the producer's own epoch) ----------------
+
+
+def test_a_classic_marker_ends_the_transaction_and_the_producer_goes_on(partitions):
+    log = partitions.open()
+    log.append(batch([b"t1"], seq=0, epoch=3, txn=True))
+    log.append(marker(ControlType.COMMIT, epoch=3, claim=10))
+    assert log.last_stable_offset == log.high_watermark == 2
+    log.append(batch([b"t2"], seq=1, epoch=3, txn=True))  # sequences go on across transactions
+    assert log.last_stable_offset == 2
+    with pytest.raises(OutOfOrderSequenceError):
+        log.append(batch([b"t2 gap"], seq=5, epoch=3, txn=True))
+    assert log.append(batch([b"t2"], seq=1, epoch=3, txn=True)).duplicate  # a retry
+    log.append(marker(ControlType.ABORT, epoch=3, claim=14))
+    result = log.read(0, max_bytes=1 << 20, isolation=IsolationLevel.READ_COMMITTED)
+    assert [(a.first_offset, a.last_offset) for a in result.aborted] == [(2, 3)]
+    state = log.producer_states()[PID]
+    assert (state.epoch, state.last_sequence, state.marker_claim) == (3, 1, 14)
+
+
+def test_a_stalled_claimant_cannot_end_the_next_classic_transaction(partitions):
+    """Two claims on transaction N: the later one (12) wrote its marker and completed, and
+    transaction N+1 began; the earlier claimant's (11) marker arrives late."""
+    log = partitions.open()
+    log.append(batch([b"n"], seq=0, txn=True))
+    log.append(marker(ControlType.COMMIT, epoch=0, claim=12))
+    log.append(batch([b"n+1"], seq=1, txn=True))
+    assert log.append(marker(ControlType.COMMIT, epoch=0, claim=11)).duplicate
+    assert log.append(marker(ControlType.COMMIT, epoch=0, claim=12)).duplicate
+    assert log.last_stable_offset == 2, "transaction N+1 must still be open"
+    log.append(marker(ControlType.ABORT, epoch=0, claim=15))  # N+1's own end
+    assert log.last_stable_offset == log.high_watermark == 4
+    aborted = log.read(0, max_bytes=1 << 20, isolation=IsolationLevel.READ_COMMITTED).aborted
+    assert [(a.first_offset, a.last_offset) for a in aborted] == [(2, 3)]  # no stale marker
+
+
+def test_claims_survive_truncation_and_reopening(partitions):
+    log = partitions.open()
+    log.append(batch([b"n"], seq=0, txn=True))
+    log.append(marker(ControlType.COMMIT, epoch=0, claim=7))
+    log.append(batch([b"n+1"], seq=1, txn=True))
+    log.append(batch([b"n+1 more"], seq=2, txn=True))
+    log.truncate_to(3)  # rebuilt from the snapshot and the batches, markers included
+    assert log.producer_states()[PID].marker_claim == 7
+    log.close()
+    log = partitions.open()
+    assert log.append(marker(ControlType.COMMIT, epoch=0, claim=6)).duplicate
+    assert log.last_stable_offset == 2
+
+
+def test_a_batch_verified_before_a_later_marker_is_refused(partitions):
+    """The broker verified transaction N+1 at claim 20; a marker claimed after that (21) ended
+    it before the batch arrived: the late batch must not open a transaction."""
+    log = partitions.open()
+    log.append(batch([b"n"], seq=0, txn=True))
+    log.append(marker(ControlType.COMMIT, epoch=0, claim=18))
+    log.append(batch([b"n+1"], seq=1, txn=True), verified_claim=20)  # the marker is older
+    log.append(marker(ControlType.ABORT, epoch=0, claim=21))
+    with pytest.raises(InvalidTxnStateError):
+        log.append(batch([b"late"], seq=2, txn=True), verified_claim=20)
+    assert log.last_stable_offset == log.high_watermark == 4
+    log.append(batch([b"plain"], seq=2), verified_claim=20)  # not transactional: no guard
+
+
+def test_claims_compare_as_serial_numbers():
+    top = (1 << 31) - 1
+    assert claim_after(5, 4) and not claim_after(4, 5) and not claim_after(4, 4)
+    assert claim_after(1, top) and not claim_after(top, 1)  # wrapped around
+    assert claim_after(0, -1) and not claim_after(-1, -1) and not claim_after(-1, 0)
+
+
+def test_segments_of_format_2_are_upgraded_when_opened(partitions):
+    """Format 3 added ``marker_claim``; a data directory written before keeps working."""
+    import apsw
+
+    from logstore.log.segment_format import FORMAT_VERSION, segment_file_name
+
+    log = partitions.open()
+    log.append(batch([b"a"], seq=0, txn=True))
+    log.append(marker(ControlType.COMMIT, epoch=1))
+    log.close()
+    path = partitions.directory / segment_file_name(0)
+    old = apsw.Connection(str(path))
+    old.execute("ALTER TABLE producers DROP COLUMN marker_claim;"
+                "ALTER TABLE producer_snapshot DROP COLUMN marker_claim;"
+                "PRAGMA user_version = 2;")
+    old.close()
+    log = partitions.open()
+    state = log.producer_states()[PID]
+    assert (state.epoch, state.last_sequence, state.marker_claim) == (1, -1, -1)
+    log.append(batch([b"b"], seq=0, epoch=1))
+    check = apsw.Connection(str(path))
+    assert check.execute("PRAGMA user_version").get == FORMAT_VERSION == 3
+    check.close()
+    assert log.producer_states()[PID].last_sequence == 0

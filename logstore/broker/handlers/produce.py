@@ -53,10 +53,13 @@ async def produce(ctx: RequestContext, request: Any) -> Any:
         for topic in request.topic_data for part in topic.partition_data
     ]
     refused = await _unauthorized(ctx, request.transactional_id, work)
+    verified_claim = None
     if len(refused) < len(work):
-        refused = await verify_produce(ctx, request.transactional_id, work) | refused
+        unverified, verified_claim = await verify_produce(ctx, request.transactional_id, work)
+        refused = unverified | refused
     outcomes = await asyncio.gather(*(
-        _refuse(refused[i]) if i in refused else ctx.run(_append, ctx, name, index, records)
+        _refuse(refused[i]) if i in refused
+        else ctx.run(_append, ctx, name, index, records, verified_claim)
         for i, (name, index, records) in enumerate(work)))
     ctx.services.metrics.produce_done(work, outcomes)
     if request.acks == 0:
@@ -81,14 +84,15 @@ async def produce(ctx: RequestContext, request: Any) -> Any:
         for name, entries in by_topic.items()))
 
 
-def _append(ctx: RequestContext, topic: str, partition: int,
-            records: bytes | None) -> AppendResult | BaseException:
+def _append(ctx: RequestContext, topic: str, partition: int, records: bytes | None,
+            verified_claim: int | None) -> AppendResult | BaseException:
     """Append one partition's batch; the error instead of raising it."""
     try:
         if not records:
             raise InvalidRecordError("a produce request must carry a record batch")
         log = ctx.services.log.partition_log(topic, partition)
-        return log.append_many([records], verify_records=True)[0]
+        return log.append_many([records], verify_records=True,
+                               verified_claim=verified_claim)[0]
     except Exception as exc:  # noqa: BLE001 - answered as this partition's error code
         return produce_error(exc)
 

@@ -5,7 +5,10 @@ checks the produce path makes on transactional batches (:func:`verify_produce`).
 DescribeProducers, DescribeTransactions and ListTransactions are in ``txn_admin``.
 
 With one broker the coordinator writes the COMMIT/ABORT markers itself (``Log._write_markers``),
-so WriteTxnMarkers is not served.
+so WriteTxnMarkers is not served. EndTxn before v5 gives the client no new epoch, so it ends
+transactions the classic way: the producer keeps its epoch and its sequences and runs its next
+transaction with them (the coordinator's claims keep a late marker of one transaction out of
+the next, see ``log/producer_state.py``).
 
 Error codes: the served versions predate KIP-890's TRANSACTION_ABORTABLE, so the coordinator's
 exceptions are answered with codes these versions (and librdkafka, kafka-python) understand:
@@ -71,6 +74,7 @@ from logstore.errors import (
     UnknownTopicOrPartitionError,
 )
 from logstore.protocol.apis import ApiKey, VersionRange
+from logstore.records.control import coordinator_epoch_for
 from logstore.records.header import parse_header
 from logstore.types import TopicPartition
 
@@ -315,8 +319,9 @@ async def end_txn(ctx: RequestContext, request: Any) -> Any:
 def _end(ctx: RequestContext, transactional_id: str, producer_id: int, epoch: int,
          commit: bool) -> int:
     try:
+        # Classic (bump=False): the served versions cannot return a bumped epoch.
         ctx.services.log.transaction_coordinator.end_transaction(
-            transactional_id, producer_id, epoch, commit)
+            transactional_id, producer_id, epoch, commit, bump=False)
     except StorageError:
         # A marker could not be written: the decision is recorded, and the client's retry of
         # EndTxn writes the markers again and completes it.
@@ -333,9 +338,10 @@ def _end(ctx: RequestContext, transactional_id: str, producer_id: int, epoch: in
 async def verify_produce(
     ctx: RequestContext, transactional_id: str | None,
     batches: list[tuple[str, int, bytes | None]],
-) -> dict[int, LogstoreError]:
+) -> tuple[dict[int, LogstoreError], int | None]:
     """Refusals of a produce request's batches (by index in ``batches``), before any is
-    appended.
+    appended, and the claim (coordinator epoch) the transaction was verified at, for the
+    append (None when no batch is transactional).
 
     Clients may not write control batches (markers come from the coordinator only). A
     transactional batch must belong to the ongoing transaction of ``transactional_id`` and its
@@ -345,9 +351,10 @@ async def verify_produce(
     left to the append, which reports them. Headers are read on the event loop (a few
     microseconds); one metadata read per request with transactional batches, none otherwise.
 
-    The read and the append are not atomic, and need not be: a transaction that ends in
-    between has written its markers with a bumped epoch (KIP-890), which fences the batch at
-    the partition.
+    The read and the append are not atomic; a transaction that ends in between has written
+    its markers with a claim newer than the version read here, and the partition refuses a
+    batch verified before such a marker (``producer_state``, the verification guard of Kafka
+    3.6): a late batch never opens a transaction its coordinator has finished.
     """
     refused: dict[int, LogstoreError] = {}
     transactional: dict[int, tuple[TopicPartition, int, int]] = {}
@@ -363,26 +370,27 @@ async def verify_produce(
             transactional[index] = (TopicPartition(topic, partition), header.producer_id,
                                     header.producer_epoch)
     if not transactional:
-        return refused
+        return refused, None
     if transactional_id is None:
         for index in transactional:
             refused[index] = InvalidTxnStateError(
                 "a transactional batch needs the produce request's transactional id")
-        return refused
+        return refused, None
     try:
         record = await ctx.run(ctx.services.log.transaction_coordinator.describe_transaction,
                                transactional_id)
     except TransactionalIdNotFoundError as exc:
-        return refused | dict.fromkeys(transactional, WireError(str(exc), UNKNOWN_PRODUCER_ID))
+        return refused | dict.fromkeys(
+            transactional, WireError(str(exc), UNKNOWN_PRODUCER_ID)), None
     except LogstoreError as exc:
         unverified = WireError(f"could not verify the transaction: {exc}", NOT_ENOUGH_REPLICAS,
                                retriable=True)
-        return refused | dict.fromkeys(transactional, unverified)
+        return refused | dict.fromkeys(transactional, unverified), None
     for index, (tp, producer_id, epoch) in transactional.items():
         problem = _verify(record, tp, producer_id, epoch)
         if problem is not None:
             refused[index] = problem
-    return refused
+    return refused, coordinator_epoch_for(record.version)
 
 
 def _verify(record: TransactionRecord, tp: TopicPartition, producer_id: int,

@@ -67,7 +67,7 @@ async def describe_producers(ctx: RequestContext, request: Any) -> Any:
                                           producer_epoch=state.epoch,
                                           last_sequence=state.last_sequence,
                                           last_timestamp=state.last_timestamp_ms,
-                                          coordinator_epoch=-1,
+                                          coordinator_epoch=state.marker_claim,
                                           current_txn_start_offset=(
                                               -1 if state.txn_first_offset is None
                                               else state.txn_first_offset))
