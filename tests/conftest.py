@@ -83,11 +83,12 @@ class PartitionFactory:
     def config(self) -> TopicConfig:
         return TopicConfig.from_overrides(self.overrides)
 
-    def open(self) -> PartitionLog:
+    def open(self, **options: Any) -> PartitionLog:
+        """Open the partition (creating it if need be); ``options`` go to PartitionLog."""
         PartitionLog.create(self.directory, topic_id="t-id", created_ms=self.clock.time_ms())
         opened = PartitionLog(
             self.directory, topic="t", partition=0, config=self.config, clock=self.clock,
-            notifier=self.notifier,
+            notifier=self.notifier, **options,
         )
         self.opened.append(opened)
         return opened

@@ -22,7 +22,7 @@ from typing import Any
 import logstore
 from bench import REPOSITORY_ROOT
 from bench.driver import MODES, ConsumeOutcome, ProduceOutcome, collect
-from bench.resources import Meter
+from bench.resources import Meter, Usage
 from bench.systems.logstore_clients import describe_options
 from bench.workloads import BACKLOG, Phase, RunResult, RunSpec
 
@@ -66,60 +66,73 @@ class LogstoreProcesses:
 
     def _run(self, spec: RunSpec, topic: str) -> RunResult:
         assert self._dir is not None
-        timeout_s = max(10.0, 2 * spec.duration_s)
-        common = {"data_dir": str(self._dir / "data"), "topic": topic,
-                  "spec": spec.__dict__, "timeout_s": timeout_s}
-        producer_job = {**common, "role": "produce", "mode": MODES[spec.kind],
-                        "samples_path": str(self._dir / f"{topic}.ack")}
-        consumer_job = {**common, "role": "consume", "measure_e2e": spec.kind != BACKLOG,
-                        "samples_path": str(self._dir / f"{topic}.e2e")}
-        wait_s = 3 * spec.duration_s + 120
-        producer_err = self._dir / f"{topic}.produce.err"
-        consumer_err = self._dir / f"{topic}.consume.err"
-        meter = Meter()  # only for the CPU others used meanwhile: workers measure themselves
+        return run_workers(spec, topic, {"client": "embedded",
+                                         "data_dir": str(self._dir / "data")}, self._dir)
+
+
+def run_workers(spec: RunSpec, topic: str, client_job: dict[str, Any], work_dir: Path,
+                server_pids: list[int] | None = None) -> RunResult:
+    """One run with the producer and the consumer in two worker processes
+    (``logstore_worker``); ``client_job`` says what they are clients of. CPU: what the workers
+    measured of themselves plus the ``server_pids``' share, which is reported as the servers'."""
+    timeout_s = max(10.0, 2 * spec.duration_s)
+    common = {**client_job, "topic": topic, "spec": spec.__dict__, "timeout_s": timeout_s}
+    producer_job = {**common, "role": "produce", "mode": MODES[spec.kind],
+                    "samples_path": str(work_dir / f"{topic}.ack")}
+    consumer_job = {**common, "role": "consume", "measure_e2e": spec.kind != BACKLOG,
+                    "samples_path": str(work_dir / f"{topic}.e2e")}
+    wait_s = 3 * spec.duration_s + 120
+    producer_err = work_dir / f"{topic}.produce.err"
+    consumer_err = work_dir / f"{topic}.consume.err"
+    # The workers measure themselves; the meter gives the servers' CPU and the CPU others
+    # used meanwhile.
+    meter = Meter(server_pids)
+    meter.start()
+    if spec.kind == BACKLOG:
+        produced = _finish(_spawn(producer_job, producer_err), producer_err, wait_s)
+        produce_usage = meter.stop()
         meter.start()
-        if spec.kind == BACKLOG:
+        consumer = _spawn(consumer_job, consumer_err)
+        _await_ready(consumer, consumer_err)
+        _send_total(consumer, consumer_err, produced["records"])
+        consumed = _finish(consumer, consumer_err, wait_s)
+        consume_usage = meter.stop()
+    else:
+        consumer = _spawn(consumer_job, consumer_err)
+        _await_ready(consumer, consumer_err)
+        try:
             produced = _finish(_spawn(producer_job, producer_err), producer_err, wait_s)
-            produce_usage = meter.stop()
-            meter.start()
-            consumer = _spawn(consumer_job, consumer_err)
-            _await_ready(consumer, consumer_err)
-            _send_total(consumer, consumer_err, produced["records"])
-            consumed = _finish(consumer, consumer_err, wait_s)
-            consume_usage = meter.stop()
-        else:
-            consumer = _spawn(consumer_job, consumer_err)
-            _await_ready(consumer, consumer_err)
-            try:
-                produced = _finish(_spawn(producer_job, producer_err), producer_err, wait_s)
-            except BaseException:
-                _kill(consumer)
-                raise
-            _send_total(consumer, consumer_err, produced["records"])
-            consumed = _finish(consumer, consumer_err, wait_s)
-            produce_usage = consume_usage = meter.stop()
-        produce_outcome = ProduceOutcome(
-            produced["records"], produced["started_ns"], produced["finished_ns"],
-            _samples(producer_job["samples_path"]), produced["failed_acks"],
-            produced["behind_schedule"])
-        consume_outcome = ConsumeOutcome(
-            consumed["records"], consumed["started_ns"], consumed["last_ns"],
-            _samples(consumer_job["samples_path"]), consumed["timed_out"])
-        payload_bytes = produced["records"] * spec.value_bytes
-        if spec.kind == BACKLOG:
-            phases = [Phase("produce", payload_bytes, produced["cpu_s"],
-                            produced["disk_write_bytes"], produce_usage.other_cpu_s,
-                            produce_usage.wall_s),
-                      Phase("consume", payload_bytes, consumed["cpu_s"],
-                            consumed["disk_write_bytes"], consume_usage.other_cpu_s,
-                            consume_usage.wall_s)]
-        else:
-            written = (None if produced["disk_write_bytes"] is None
-                       or consumed["disk_write_bytes"] is None
-                       else produced["disk_write_bytes"] + consumed["disk_write_bytes"])
-            phases = [Phase("run", payload_bytes, produced["cpu_s"] + consumed["cpu_s"], written,
-                            produce_usage.other_cpu_s, produce_usage.wall_s)]
-        return collect(spec, produce_outcome, consume_outcome, phases)
+        except BaseException:
+            _kill(consumer)
+            raise
+        _send_total(consumer, consumer_err, produced["records"])
+        consumed = _finish(consumer, consumer_err, wait_s)
+        produce_usage = consume_usage = meter.stop()
+    produce_outcome = ProduceOutcome(
+        produced["records"], produced["started_ns"], produced["finished_ns"],
+        _samples(producer_job["samples_path"]), produced["failed_acks"],
+        produced["behind_schedule"])
+    consume_outcome = ConsumeOutcome(
+        consumed["records"], consumed["started_ns"], consumed["last_ns"],
+        _samples(consumer_job["samples_path"]), consumed["timed_out"])
+    payload_bytes = produced["records"] * spec.value_bytes
+    if spec.kind == BACKLOG:
+        phases = [_phase("produce", payload_bytes, [produced], produce_usage),
+                  _phase("consume", payload_bytes, [consumed], consume_usage)]
+    else:
+        phases = [_phase("run", payload_bytes, [produced, consumed], produce_usage)]
+    return collect(spec, produce_outcome, consume_outcome, phases)
+
+
+def _phase(name: str, payload_bytes: int, workers: list[dict[str, Any]],
+           usage: Usage) -> Phase:
+    """The workers' own CPU and writes plus what the meter saw of the servers (and of this
+    process, which only waits)."""
+    server_cpu_s = usage.server_cpu_s or 0.0
+    written = [w["disk_write_bytes"] for w in workers] + [usage.disk_write_bytes]
+    return Phase(name, payload_bytes, sum(w["cpu_s"] for w in workers) + server_cpu_s,
+                 None if None in written else sum(w for w in written if w is not None),
+                 usage.other_cpu_s, usage.wall_s, usage.server_cpu_s)
 
 
 def _spawn(job: dict[str, Any], stderr_path: Path) -> subprocess.Popen[str]:

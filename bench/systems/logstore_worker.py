@@ -1,9 +1,12 @@
-"""A producer or consumer process of the ``logstore-processes`` system.
+"""A producer or consumer process of the ``logstore-processes`` and ``logstore-broker-*``
+systems.
 
 Run as ``python -m bench.systems.logstore_worker '<json job>'`` with the repository root as
 the working directory (so ``bench`` is importable). The job names the role (``produce`` or
-``consume``), the data directory, topic and :class:`~bench.workloads.RunSpec`, and a file for
-the latency samples. Protocol on stdout/stdin, one line each:
+``consume``), the client (``embedded``: a ``Log`` on the job's data directory; or one of
+``bench.systems.logstore_broker.CLIENTS``, connecting to the job's ``bootstrap``), the topic
+and :class:`~bench.workloads.RunSpec`, and a file for the latency samples. Protocol on
+stdout/stdin, one line each:
 
 * a consumer prints ``ready`` once it is assigned, then reads ``total <n>`` from stdin (the
   number of records to wait for, known once the producer finished);
@@ -43,11 +46,22 @@ from bench.workloads import RunSpec  # noqa: E402 - after drop_repository_root()
 def main(argv: list[str]) -> int:
     job = json.loads(argv[1])
     spec = RunSpec(**job["spec"])
-    with logstore.open(job["data_dir"], maintenance_interval_ms=None) as log:
+    client = job.get("client", "embedded")
+    if client == "embedded":
+        with logstore.open(job["data_dir"], maintenance_interval_ms=None) as log:
+            if job["role"] == "produce":
+                result = _produce(LogstoreProducer(log, job["topic"], job["mode"]), job, spec)
+            else:
+                result = _consume(LogstoreConsumer(log, job["topic"], spec.partitions), job,
+                                  spec)
+    else:
+        from bench.systems.logstore_broker import kafka_consumer, kafka_producer
+
         if job["role"] == "produce":
-            result = _produce(log, job, spec)
+            result = _produce(kafka_producer(client, job["bootstrap"], job["topic"]), job, spec)
         else:
-            result = _consume(log, job, spec)
+            result = _consume(kafka_consumer(client, job["bootstrap"], job["topic"],
+                                             spec.partitions), job, spec)
     result["logstore_file"] = logstore.__file__
     print(json.dumps(result), flush=True)
     return 0
@@ -64,8 +78,7 @@ def _measured(fn: Any) -> tuple[Any, dict[str, Any]]:
     }
 
 
-def _produce(log: logstore.Log, job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
-    producer = LogstoreProducer(log, job["topic"], job["mode"])
+def _produce(producer: Any, job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     try:
         outcome, usage = _measured(lambda: produce(producer, Payload(spec.value_bytes), spec))
     finally:
@@ -77,8 +90,7 @@ def _produce(log: logstore.Log, job: dict[str, Any], spec: RunSpec) -> dict[str,
             "behind_schedule": outcome.behind_schedule, **usage}
 
 
-def _consume(log: logstore.Log, job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
-    consumer = LogstoreConsumer(log, job["topic"], spec.partitions)
+def _consume(consumer: Any, job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     expect = Expect()
 
     def read_total() -> None:

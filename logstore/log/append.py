@@ -26,6 +26,7 @@ from logstore.errors import (
     RecordTooLargeError,
     StorageError,
 )
+from logstore.log.checkpointer import DEFAULT_CHECKPOINT_PAGES, Checkpointer
 from logstore.log.producer_state import AbortedTxn, ProducerEntry, apply
 from logstore.log.segment import BatchRow, Segment
 from logstore.log.segment_set import SegmentSet
@@ -76,6 +77,7 @@ class Appender:
         committed: Callable[[int], None],
         finish_truncation: Callable[[], None],
         leader_epoch: int = 0,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self._segments = segments
         self._topic = topic
@@ -84,6 +86,7 @@ class Appender:
         self._committed = committed
         self._finish_truncation = finish_truncation
         self.leader_epoch = leader_epoch
+        self._checkpointer = checkpointer
         self._commit_cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._committing = False
@@ -379,6 +382,9 @@ class Appender:
                 segment.close()
                 self._create_successor(base)
                 continue
+            if self._checkpointer is not None:
+                segment.checkpoint_in_background(self._checkpointer.request,
+                                                 pages=DEFAULT_CHECKPOINT_PAGES)
             return segments.install_writer(segment)
         raise StorageError(f"{self}: could not open the active segment")
 

@@ -65,6 +65,7 @@ from logstore.config import TopicConfig
 from logstore.errors import LogstoreError, StorageError, UnknownTopicOrPartitionError
 from logstore.log import doorbell
 from logstore.log.append import Appender
+from logstore.log.checkpointer import Checkpointer, process_checkpointer
 from logstore.log.cleanup import Retention, Truncation
 from logstore.log.doorbell import Doorbell, LogEndCheckpoint
 from logstore.log.handles import FileBudget, process_budget
@@ -107,6 +108,7 @@ class PartitionLog:
         max_open_segments: int = 4,
         doorbell_path: Path | None = None,
         budget: FileBudget | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         """Open the partition in ``directory`` (laid out by :meth:`create`). Raises
         FileNotFoundError if it has no ``partition.sqlite``, PartitionOfflineError if its files
@@ -137,7 +139,8 @@ class PartitionLog:
                                       truncated=self._ring)
         self._appender = Appender(
             self._segments, topic=topic, config=config, clock=clock, committed=self._ring,
-            finish_truncation=self._truncation.finish_pending, leader_epoch=leader_epoch)
+            finish_truncation=self._truncation.finish_pending, leader_epoch=leader_epoch,
+            checkpointer=checkpointer or process_checkpointer())
         self._retention = Retention(
             self._segments, topic=topic, partition=partition, config=config, clock=clock,
             high_watermark=self._reader.log_end_offset, tiering=self._tiering)

@@ -17,7 +17,7 @@ holds a lock per connection). Several processes may open the same segment.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -447,6 +447,19 @@ class Segment:
         """SQLite's ``wal_autocheckpoint`` for this connection (0 disables it, so a big
         rewrite's commit does not also fold the WAL in while a lock is held)."""
         self._conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+
+    def checkpoint_in_background(self, request: Callable[[Path], None], *, pages: int) -> None:
+        """Stop checkpointing inside commits: once a commit leaves ``pages`` or more pages in
+        the WAL, call ``request(path)`` instead (a :class:`~logstore.log.checkpointer.
+        Checkpointer` folds the WAL in on its own thread). Called on the writer connection."""
+        path = self.path
+
+        def on_commit(_conn: apsw.Connection, _name: str, wal_pages: int) -> int:
+            if wal_pages >= pages:
+                request(path)
+            return apsw.SQLITE_OK
+
+        self._conn.set_wal_hook(on_commit)
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (best effort; skipped while readers are busy)."""

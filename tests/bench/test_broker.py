@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import broker_kcat
+from bench import broker_kcat, broker_latency
 from bench.systems.logstore_broker import CLIENTS, LogstoreBroker
+from bench.workloads import BACKLOG, RunSpec
 
 RECORDS = 200
 
@@ -53,3 +54,27 @@ def test_broker_kcat_moves_every_record_and_writes_its_figures(tmp_path: Path) -
     for phase in ("produce", "consume_read_uncommitted", "consume_read_committed"):
         assert row[f"{phase}_records_per_s"] > 0
         assert row[f"{phase}_broker_cpu_s_per_gb"] >= 0
+
+
+def test_a_run_has_its_producer_and_consumer_in_processes_of_their_own(tmp_path: Path) -> None:
+    """The measured path: ``LogstoreBroker.run`` spawns a producer and a consumer worker
+    process against the broker and reports what they did and the broker's share of the CPU."""
+    system = LogstoreBroker("confluent", tmp_path)
+    system.start()
+    try:
+        result = system.run(RunSpec(BACKLOG, partitions=2, value_bytes=100, duration_s=1.0,
+                                    records=2_000))
+    finally:
+        system.stop()
+    assert result.error is None
+    assert result.produced == result.consumed == 2_000
+    assert [p.name for p in result.phases] == ["produce", "consume"]
+    for phase in result.phases:
+        assert phase.server_cpu_s is not None and 0 < phase.server_cpu_s <= phase.cpu_s
+
+
+def test_broker_latency_times_acknowledgements(capsys: pytest.CaptureFixture[str]) -> None:
+    assert broker_latency.main(["--rate", "2000", "--seconds", "0.5",
+                                "--sample-every", "10"]) == 0
+    line = capsys.readouterr().out
+    assert "consumer none: ack p50" in line and "(100 samples)" in line
