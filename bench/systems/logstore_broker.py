@@ -95,7 +95,8 @@ class LogstoreBroker:
                     raise SystemUnavailable(f"logstore serve did not start: {log}") from None
                 time.sleep(0.05)
         self.config = (
-            f"`logstore serve` in its own process, topic durability=fsync; "
+            f"`logstore serve` in its own process, topic durability=fsync; producer and "
+            f"consumer in two more processes (`python -m bench.systems.logstore_worker`); "
             f"{_describe(self.client)}"
         )
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +16,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -60,6 +57,7 @@ from logstore.coordinator.consumer_protocol import (
 from logstore.coordinator.group_state import JoinRequest
 from logstore.protocol.apis import ApiKey
 from logstore.protocol.codec import request_type
+from tests.support.member_process import MemberProcess
 
 WORKER = Path(__file__).resolve().parent.parent / "workers" / "ck_group_member.py"
 
@@ -414,37 +412,11 @@ def test_groups_written_in_the_legacy_json_form_are_served_in_binary(
 # --- real clients --------------------------------------------------------------------------------
 
 
-@dataclass
-class Worker:
+class Worker(MemberProcess):
     """A confluent-kafka group member process (tests/workers/ck_group_member.py)."""
-
-    name: str
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-    ended_at: float | None = None
-
-    def __post_init__(self) -> None:
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def events(self, kind: str) -> list[list[str]]:
-        return [line.split(" ") for line in list(self.lines) if line.startswith(kind + " ")]
 
     def records(self) -> list[tuple[int, int]]:
         return [(int(p), int(o)) for _, _, p, o, _ in self.events("R")]
-
-    def owned(self) -> set[int]:
-        owned: set[int] = set()
-        for kind, _, parts in (e for e in (line.split(" ") for line in list(self.lines))
-                               if e[0] in ("A", "V", "L")):
-            numbers = {int(p) for p in parts.split(",") if p != "-"}
-            owned = owned | numbers if kind == "A" else owned - numbers
-        return owned
 
     def ownership(self, end: float) -> dict[int, list[tuple[float, float]]]:
         """Per partition, the intervals (monotonic time) this member owned it."""
@@ -471,20 +443,6 @@ class Worker:
             p, o = position.split(":")
             committed[int(p)] = max(committed.get(int(p), 0), int(o))
         return {(p, o) for p, o in self.records() if o >= committed.get(p, 0)}
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("stop\n")
-        self.proc.stdin.flush()
-        assert self.proc.wait(timeout=60) == 0
-        self._reader.join(timeout=10)
-        self.ended_at = time.monotonic()
-
-    def kill(self) -> None:
-        self.ended_at = time.monotonic()
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._reader.join(timeout=10)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:

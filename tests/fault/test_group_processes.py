@@ -16,62 +16,24 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 import logstore
+from tests.support.member_process import MemberProcess
 
 WORKER = Path(__file__).resolve().parent.parent / "workers" / "group_member.py"
 SESSION_MS = 3000
 PARTITIONS = 6
 
 
-@dataclass
-class Member:
-    name: str
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-    ended_at: float | None = None  # when it was killed (its ownership ends there)
-
-    def __post_init__(self) -> None:
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def events(self, kind: str) -> list[list[str]]:
-        return [line.split(" ") for line in list(self.lines) if line.startswith(kind + " ")]
+class Member(MemberProcess):
+    """A ``group_member.py`` process."""
 
     def records(self) -> list[tuple[float, int, int, str]]:
         return [(float(t), int(p), int(o), v) for _, t, p, o, v in self.events("R")]
-
-    def partitions_now(self) -> set[int]:
-        owned: set[int] = set()
-        for line in list(self.lines):
-            kind, _, *rest = [*line.split(" "), ""]
-            if kind in ("A", "V", "L"):
-                parts = {int(p) for p in rest[0].split(",") if p not in ("", "-")}
-                owned = owned | parts if kind == "A" else owned - parts
-        return owned
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("stop\n")
-        self.proc.stdin.flush()
-        assert self.proc.wait(timeout=60) == 0, self.proc.stderr.read() if self.proc.stderr else ""
-        self._reader.join(timeout=10)
-
-    def kill(self) -> None:
-        self.ended_at = time.monotonic()
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._reader.join(timeout=10)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -233,21 +195,21 @@ def test_members_joining_and_leaving_during_production_with_cooperative_sticky(
         producer_thread.start()
         first = start("w1", strategy="cooperative-sticky")
         second = start("w2", strategy="cooperative-sticky")
-        wait_for(lambda: len(first.partitions_now()) == 3 and len(second.partitions_now()) == 3,
+        wait_for(lambda: len(first.owned()) == 3 and len(second.owned()) == 3,
                  "two members to share the partitions")
-        kept = {m.name: m.partitions_now() for m in (first, second)}
+        kept = {m.name: m.owned() for m in (first, second)}
         revocations_before = len(first.events("V")) + len(second.events("V"))
         third = start("w3", strategy="cooperative-sticky")
-        wait_for(lambda: all(len(m.partitions_now()) == 2 for m in (first, second, third)),
+        wait_for(lambda: all(len(m.owned()) == 2 for m in (first, second, third)),
                  "three members to share the partitions")
-        moved = third.partitions_now()
+        moved = third.owned()
         revoked = [int(p) for m in (first, second) for _, _, parts in m.events("V")[
             revocations_before if m is first else 0:] for p in parts.split(",") if p != "-"]
         assert sorted(revoked) == sorted(moved), "cooperative-sticky revoked more than moved"
         for member in (first, second):
-            assert member.partitions_now() <= kept[member.name], "an unaffected partition moved"
+            assert member.owned() <= kept[member.name], "an unaffected partition moved"
         first.stop()  # leaves the group
-        wait_for(lambda: len(second.partitions_now()) + len(third.partitions_now()) == 6,
+        wait_for(lambda: len(second.owned()) + len(third.owned()) == 6,
                  "the leaver's partitions to move")
         stop.set()
         producer_thread.join()
@@ -270,13 +232,13 @@ def test_a_static_member_restarting_in_time_causes_no_rebalance(
         log.create_topic("t", partitions=PARTITIONS)
         a = start("a", instance="worker-a")
         b = start("b", instance="worker-b")
-        wait_for(lambda: len(a.partitions_now()) == 3 and len(b.partitions_now()) == 3,
+        wait_for(lambda: len(a.owned()) == 3 and len(b.owned()) == 3,
                  "both static members to be assigned")
         generation = log.describe_group("g").generation
-        mine = a.partitions_now()
+        mine = a.owned()
         a.stop()
         restarted = start("a2", instance="worker-a")
-        wait_for(lambda: restarted.partitions_now() == mine, "the restart to get its partitions")
+        wait_for(lambda: restarted.owned() == mine, "the restart to get its partitions")
         assert log.describe_group("g").generation == generation
         assert not b.events("V"), "the other member saw a rebalance"
         restarted.stop()
@@ -291,10 +253,10 @@ def test_a_paused_zombie_loses_its_partitions_and_cannot_commit_them(
         log.create_topic("t", partitions=2)
         live = start("live")
         zombie = start("zombie")
-        wait_for(lambda: len(live.partitions_now()) == 1 and len(zombie.partitions_now()) == 1,
+        wait_for(lambda: len(live.owned()) == 1 and len(zombie.owned()) == 1,
                  "two members")
         os.kill(zombie.proc.pid, signal.SIGSTOP)
-        wait_for(lambda: len(live.partitions_now()) == 2, "the paused member to be expired", 60)
+        wait_for(lambda: len(live.owned()) == 2, "the paused member to be expired", 60)
         with log.producer(linger_ms=0) as producer:
             for i in range(20):
                 producer.send("t", value=b"late-%d" % i, partition=i % 2)
