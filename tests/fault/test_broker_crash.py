@@ -1,5 +1,6 @@
 """kill -9 of ``logstore serve`` during acks=all produce: every acknowledged record is there after
-a restart, exactly once, at the offset it was acknowledged at.
+a restart, exactly once, at the offset it was acknowledged at; and during the transactions of
+one transactional producer: every committed transaction is read once, none is left open.
 
 A confluent-kafka idempotent producer (acks=all) in the test process produces to two
 partitions with small segments (so kills also land inside rolls) and records every delivery
@@ -20,13 +21,14 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 import logstore
 
@@ -162,3 +164,112 @@ def test_kill_9_of_the_broker_loses_no_acknowledged_record(tmp_path: Path) -> No
             if acked_partition == partition:
                 assert records.get(offset) == value, f"seed {seed}: {value!r} lost at {offset}"
                 assert counts[value] == 1, f"seed {seed}: {value!r} stored {counts[value]} times"
+
+
+def committed_values(data: Path) -> tuple[list[bytes], int, int]:
+    """The read_committed values of partition 0, its last stable offset and high watermark."""
+    with logstore.open(data, maintenance_interval_ms=None) as log:
+        partition = log.partition_log(TOPIC, 0)
+        stable, high = partition.last_stable_offset, partition.high_watermark
+        consumer = log.consumer(auto_offset_reset="earliest",
+                                isolation_level="read_committed")
+        tp = logstore.TopicPartition(TOPIC, 0)
+        consumer.assign([tp])
+        values: list[bytes] = []
+        while consumer.position(tp) < stable:
+            values.extend(record.value for record in consumer.poll(timeout_ms=5000))
+        consumer.close()
+    return values, stable, high
+
+
+
+class Restarts:
+    """The broker process, killed and restarted on the same port from any thread."""
+
+    def __init__(self, data: Path, logs: Path) -> None:
+        self._data, self._logs = data, logs
+        self._lock = threading.Lock()
+        self.kills = 0
+        self.proc, self.port = start_broker(data, 0, logs / "broker-0.log")
+
+    def kill_and_restart(self) -> None:
+        with self._lock:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            assert self.proc.wait(timeout=30) == -signal.SIGKILL
+            self.kills += 1
+            self.proc, _ = start_broker(self._data, self.port,
+                                        self._logs / f"broker-{self.kills}.log")
+
+    def stop(self) -> int:
+        with self._lock:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(timeout=60)
+
+
+def commit_or_abort(producer: Producer, values: list[bytes], committed: list[bytes],
+                    aborted: list[bytes]) -> None:
+    """Commit the open transaction, retrying while the client says the error is retriable, and
+    abort it when the client says it must be aborted."""
+    for _ in range(20):
+        try:
+            producer.commit_transaction(FLUSH_TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.retriable():
+                continue
+            if error.txn_requires_abort():
+                producer.abort_transaction(FLUSH_TIMEOUT_S)
+                aborted.extend(values)
+                return
+            raise
+        committed.extend(values)
+        return
+    raise AssertionError("the commit kept failing")
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_broker_during_transactions_of_one_producer(tmp_path: Path) -> None:
+    """One confluent-kafka transactional producer runs transaction after transaction (classic
+    ends: it keeps its epoch) while the broker is SIGKILLed and restarted, inside transactions
+    and while commits are in flight. Afterwards read_committed holds every committed
+    transaction exactly once and in order, nothing of the aborted ones, and no transaction is
+    left open (the last stable offset is the high watermark)."""
+    data = tmp_path / "data"
+    with logstore.open(data, maintenance_interval_ms=None) as log:
+        log.create_topic(TOPIC, partitions=1, config={"segment.bytes": "20000"})
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    broker = Restarts(data, tmp_path)
+    producer = Producer({
+        "bootstrap.servers": f"127.0.0.1:{broker.port}", "transactional.id": "crash-tx",
+        "linger.ms": 2, "message.timeout.ms": FLUSH_TIMEOUT_S * 1000,
+        "transaction.timeout.ms": FLUSH_TIMEOUT_S * 1000,
+        "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 200, "retry.backoff.ms": 20})
+    committed: list[bytes] = []
+    aborted: list[bytes] = []
+    try:
+        producer.init_transactions(FLUSH_TIMEOUT_S)
+        for number in range(ROUNDS * 4):
+            values = [b"t%d-%d" % (number, i) for i in range(rng.randint(1, 300))]
+            kill_at = rng.randrange(len(values)) if number % 4 == 1 else None
+            producer.begin_transaction()
+            for i, value in enumerate(values):
+                if i == kill_at:
+                    broker.kill_and_restart()  # inside the transaction
+                produce(producer, value, Deliveries())
+            killer = None
+            if number % 4 == 3:  # while the commit's requests are in flight
+                killer = threading.Timer(rng.uniform(0, 0.02), broker.kill_and_restart)
+                killer.start()
+            commit_or_abort(producer, values, committed, aborted)
+            if killer is not None:
+                killer.join(START_TIMEOUT_S)
+    finally:
+        producer.flush(10)
+        exit_code = broker.stop()
+    assert exit_code == 0
+    assert broker.kills == 2 * ROUNDS
+    values, stable, high = committed_values(data)
+    assert stable == high, f"seed {seed}: a transaction was left open"
+    assert values == committed, f"seed {seed}: committed transactions differ"
+    assert not set(values) & set(aborted), f"seed {seed}: aborted records were read"
