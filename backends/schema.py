@@ -148,7 +148,7 @@ consumer_groups = Table(
     Column("leader_id", String(GROUP_ID_MAX_LENGTH), nullable=True),
     Column("state_since_ms", BigInteger, nullable=False),
     Column("rebalance_deadline_ms", BigInteger, nullable=False),
-    Column("version", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),
 )
 
 group_members = Table(
@@ -196,7 +196,7 @@ transactions = Table(
     Column("previous_producer_id", BigInteger, nullable=False),
     Column("previous_epoch", Integer, nullable=False),
     Column("next_producer_id", BigInteger, nullable=False),
-    Column("version", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),
     CheckConstraint("producer_epoch >= 0 AND producer_epoch <= 32767", name="epoch_range"),
     CheckConstraint("version >= 1", name="version_positive"),
 )

@@ -175,6 +175,27 @@ def test_unreadable_rows_are_a_non_retriable_store_error(store: SqlMetadataStore
     assert not info.value.retriable
 
 
+def test_versions_go_past_32_bits(store: SqlMetadataStore, store_url):
+    """A busy transactional id writes its record a few times per transaction: its version (the
+    coordinator's marker claims) must not stop at 2**31 - 1 (PostgreSQL's INTEGER)."""
+    def step(_snapshot):  # type: ignore[no-untyped-def]
+        return GroupUpdate(group=GroupRecord("g", generation=1, state="Stable")), None
+
+    _put(store, _record())
+    store.update_group("g", step)
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE transactions SET version = 2147483647"))
+            conn.execute(text("UPDATE consumer_groups SET version = 2147483647"))
+    finally:
+        engine.dispose()
+    _put(store, _record(state=ONGOING))
+    store.update_group("g", step)
+    assert store.read_transaction("tx").version == 2**31
+    assert store.read_group("g").group.version == 2**31
+
+
 # --- expiry: listing by age, and the compare-and-swap delete ----------------------------------
 
 
