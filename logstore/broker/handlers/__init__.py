@@ -11,6 +11,7 @@ from logstore.broker.dispatch import Dispatcher
 def register_all(dispatcher: Dispatcher) -> None:
     """Register every handler module's APIs."""
     from logstore.broker.handlers import (
+        acls,
         admin_configs,
         admin_topics,
         cluster,
@@ -26,5 +27,5 @@ def register_all(dispatcher: Dispatcher) -> None:
     )
 
     for module in (metadata, produce, fetch, offsets, producer_ids, coordinators,
-                   admin_topics, admin_configs, cluster, txn, sasl, groups):
+                   admin_topics, admin_configs, acls, cluster, txn, sasl, groups):
         module.register(dispatcher)
