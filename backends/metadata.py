@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
+from logstore.backends.broker_records import BrokerRegistration
 from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
 from logstore.backends.group_records import (
     CommittedOffset,
@@ -366,6 +367,35 @@ class MetadataStore(Protocol):
 
     def delete_acls(self, acl_filter: AclFilter) -> list[AclBinding]:
         """Delete the bindings ``acl_filter`` matches and return them."""
+        ...
+
+    # --- brokers (see logstore.backends.broker_records) ---------------------------------------
+
+    def register_broker(self, broker_id: int, host: str, port: int, rack: str | None, *,
+                        session_timeout_ms: int, now_ms: int | None = None,
+                        ) -> BrokerRegistration:
+        """Register broker ``broker_id`` reachable at ``host``:``port`` with the next broker
+        epoch of its id and a session lasting ``session_timeout_ms`` from now (the database's
+        clock; ``now_ms`` replaces it, for tests). Raises DuplicateResourceError while another
+        registration of the id is alive, InvalidArgumentError for bad values."""
+        ...
+
+    def renew_broker_session(self, registration: BrokerRegistration, *,
+                             session_timeout_ms: int, now_ms: int | None = None,
+                             ) -> BrokerRegistration:
+        """Extend the session of ``registration`` to ``session_timeout_ms`` from now; raises
+        StaleVersionError (not retriable) if a newer registration replaced it or it was
+        unregistered. A lapsed session is extended too while its epoch is current."""
+        ...
+
+    def unregister_broker(self, registration: BrokerRegistration, *,
+                          now_ms: int | None = None) -> bool:
+        """End the session of ``registration`` now (the row stays, listed dead, so the id's
+        epochs never go back) if it is still the latest and alive; True if it ended it."""
+        ...
+
+    def list_brokers(self, *, now_ms: int | None = None) -> list[BrokerRegistration]:
+        """Every registered broker by id, ``alive`` as of now (the database's clock)."""
         ...
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 #: The newest revision in ``alembic/versions``. Bump it with every new migration; a test checks
 #: that it matches the scripts (otherwise every open would take the slow path).
-HEAD_REVISION: Final = "0009"
+HEAD_REVISION: Final = "0010"
 
 #: Alembic's bookkeeping table (one row holding the current revision).
 VERSION_TABLE: Final = "alembic_version"

@@ -34,6 +34,11 @@ Tables:
 ``cluster``
     At most one row (``id`` = 0): the cluster id brokers report (Kafka's ``cluster.id``),
     inserted by the first broker that asks (migration 0007).
+``brokers``
+    One row per registered broker id (see ``logstore.backends.broker_records``): its listener,
+    rack, broker epoch (+1 at every registration) and session (``expires_ms``, the database's
+    clock); renewed by the live broker, ended (``expires_ms`` = now) when it stops cleanly;
+    rows are never deleted, so broker epochs never go back (migration 0010).
 ``leases``
     One row per named lease (see ``logstore.backends.cleaner_records``; the log cleaner's are
     ``compactor/<topic_id>/<partition>``). ``holder`` is NULL while the lease is released;
@@ -64,6 +69,7 @@ Tables:
 
 from __future__ import annotations
 
+from logstore.backends.broker_records import HOST_MAX_LENGTH, RACK_MAX_LENGTH
 from logstore.backends.manifest_records import REMOTE_SEGMENT_STATES
 from logstore.backends.security_records import (
     MIN_ITERATIONS,
@@ -216,6 +222,20 @@ cluster = Table(
     Column("cluster_id", String(64), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     CheckConstraint("id = 0", name="single_row"),
+)
+
+brokers = Table(
+    "brokers",
+    metadata,
+    Column("broker_id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("host", String(HOST_MAX_LENGTH), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("rack", String(RACK_MAX_LENGTH), nullable=True),
+    Column("registered_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    CheckConstraint("broker_id >= 0", name="broker_id_non_negative"),
+    CheckConstraint("epoch >= 1", name="epoch_positive"),
 )
 
 leases = Table(

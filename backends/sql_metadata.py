@@ -1,8 +1,8 @@
 """The SQL metadata store in SQLite (default) or PostgreSQL, through SQLAlchemy Core: engines,
 error translation and :class:`SqlMetadataStore`, whose operations live one concept per module in
-:mod:`.sql_topics`, :mod:`.sql_groups`, :mod:`.sql_transactions`, :mod:`.sql_cleaner` and
-:mod:`.sql_manifest` and :mod:`.sql_security` (module-level functions taking the store as first
-argument).
+:mod:`.sql_topics`, :mod:`.sql_groups`, :mod:`.sql_transactions`, :mod:`.sql_cleaner`,
+:mod:`.sql_manifest`, :mod:`.sql_security` and :mod:`.sql_brokers` (module-level functions
+taking the store as first argument).
 
 This module is the boundary to SQLAlchemy and the database drivers: nothing from sqlalchemy,
 sqlite3 or psycopg leaves it (or :mod:`logstore.backends.migrate`, which uses the helpers here).
@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from logstore.backends import (
     migrate,
+    sql_brokers,
     sql_cleaner,
     sql_groups,
     sql_manifest,
@@ -44,6 +45,7 @@ from logstore.backends import (
     sql_topics,
     sql_transactions,
 )
+from logstore.backends.broker_records import BrokerRegistration
 from logstore.backends.cleaner_records import CleanerCheckpoint, Lease
 from logstore.backends.group_records import (
     CommittedOffset,
@@ -486,6 +488,27 @@ class SqlMetadataStore:
 
     def delete_acls(self, acl_filter: AclFilter) -> list[AclBinding]:
         return sql_security.delete_acls(self, acl_filter)
+
+    # --- brokers (implemented in sql_brokers) -------------------------------------------------
+
+    def register_broker(self, broker_id: int, host: str, port: int, rack: str | None, *,
+                        session_timeout_ms: int, now_ms: int | None = None,
+                        ) -> BrokerRegistration:
+        return sql_brokers.register_broker(self, broker_id, host, port, rack,
+                                           session_timeout_ms=session_timeout_ms, now_ms=now_ms)
+
+    def renew_broker_session(self, registration: BrokerRegistration, *,
+                             session_timeout_ms: int, now_ms: int | None = None,
+                             ) -> BrokerRegistration:
+        return sql_brokers.renew_broker_session(
+            self, registration, session_timeout_ms=session_timeout_ms, now_ms=now_ms)
+
+    def unregister_broker(self, registration: BrokerRegistration, *,
+                          now_ms: int | None = None) -> bool:
+        return sql_brokers.unregister_broker(self, registration, now_ms=now_ms)
+
+    def list_brokers(self, *, now_ms: int | None = None) -> list[BrokerRegistration]:
+        return sql_brokers.list_brokers(self, now_ms=now_ms)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 from logstore.cli.acls import acls
+from logstore.cli.brokers import brokers
 from logstore.cli.check import check, repair
 from logstore.cli.compact import compact
 from logstore.cli.db import db
@@ -238,7 +239,7 @@ def cli(ctx: click.Context, data_dir: Path, metadata_url: str | None,
 
 
 for _command in (topics, groups, transactions, produce, tail, dump, demo, db, maintenance,
-                 compact, tier, check, repair, serve, users, acls):
+                 compact, tier, check, repair, serve, users, acls, brokers):
     cli.add_command(_command)
 
 

@@ -114,7 +114,13 @@ def _option_names(message: str) -> str:
 @click.option("--advertised-listener", default=None, metavar="HOST:PORT",
               help="The address clients are told to connect to (default: --listen).")
 @click.option("--broker-id", type=click.IntRange(0), default=0, show_default=True,
-              help="This broker's node id.")
+              help="This broker's node id (registered in the metadata store: "
+                   "'logstore brokers list').")
+@click.option("--rack", default=None, help="This broker's rack (broker.rack).")
+@click.option("--broker-session-timeout-ms", type=click.IntRange(1), default=9_000,
+              show_default=True,
+              help="A broker that has not renewed its registration for this long is dead "
+                   "(broker.session.timeout.ms, the metadata store's clock).")
 @click.option("--num-partitions", type=click.IntRange(1), default=1, show_default=True,
               help="Partitions of topics created automatically.")
 @click.option("--auto-create-topics/--no-auto-create-topics", default=True, show_default=True,
@@ -125,8 +131,9 @@ def _option_names(message: str) -> str:
 @security_options
 @click.pass_obj
 def serve(state: CliState, listen: str, advertised_listener: str | None, broker_id: int,
-          num_partitions: int, auto_create_topics: bool, max_connections: int,
-          metrics_listen: str | None, **security: Any) -> None:
+          rack: str | None, broker_session_timeout_ms: int, num_partitions: int,
+          auto_create_topics: bool, max_connections: int, metrics_listen: str | None,
+          **security: Any) -> None:
     """Serve the data directory to Kafka clients (confluent-kafka, kafka-python, aiokafka,
     kcat, Java...) until SIGTERM or SIGINT, then stop cleanly. Embedded processes may use the
     same directory at the same time.
@@ -143,7 +150,9 @@ def serve(state: CliState, listen: str, advertised_listener: str | None, broker_
     try:
         config = BrokerConfig(listen_host=host, listen_port=port,
                               advertised_host=advertised[0], advertised_port=advertised[1],
-                              broker_id=broker_id, num_partitions=num_partitions,
+                              broker_id=broker_id, rack=rack or None,
+                              session_timeout_ms=broker_session_timeout_ms,
+                              num_partitions=num_partitions,
                               auto_create_topics=auto_create_topics,
                               max_connections=max_connections,
                               metrics_listen=(parse_address(metrics_listen, "--metrics-listen")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from logstore.backends.broker_records import DEFAULT_BROKER_SESSION_TIMEOUT_MS, RACK_MAX_LENGTH
 from logstore.backends.security_records import check_principal
 from logstore.broker.auth import SASL_MECHANISMS, BrokerSecurity, SecurityProtocol
 from logstore.broker.auth.tls import CLIENT_AUTH_MODES
@@ -36,6 +37,7 @@ from logstore.broker.connection import Connection
 from logstore.broker.dispatch import Dispatcher
 from logstore.broker.metrics import BrokerMetrics
 from logstore.broker.metrics_http import MetricsEndpoint, registry_for, validate_listen
+from logstore.broker.registration import RegistrationKeeper
 from logstore.errors import InvalidArgumentError, StorageError
 
 if TYPE_CHECKING:
@@ -100,6 +102,9 @@ class BrokerConfig:
     exists; with no ACL at all everything is allowed, see ``logstore.broker.auth.authorizer``)."""
     acl_max_age_ms: int = 1000
     """How long the ACLs read from the metadata store are used before reading them again."""
+    session_timeout_ms: int = DEFAULT_BROKER_SESSION_TIMEOUT_MS
+    """``broker.session.timeout.ms``: a broker that has not renewed its registration for this
+    long (the metadata store's clock) is dead."""
 
     def __post_init__(self) -> None:
         for name in ("listen_port", "max_request_bytes", "max_connections", "idle_timeout_ms",
@@ -107,6 +112,14 @@ class BrokerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidArgumentError(f"{name} must be a non-negative int, got {value!r}")
+        if self.rack is not None and (not isinstance(self.rack, str)
+                                      or not 0 < len(self.rack) <= RACK_MAX_LENGTH):
+            raise InvalidArgumentError(f"rack must be 1 to {RACK_MAX_LENGTH} characters, got "
+                                       f"{self.rack!r}")
+        if isinstance(self.session_timeout_ms, bool) or not isinstance(
+                self.session_timeout_ms, int) or self.session_timeout_ms < 1:
+            raise InvalidArgumentError(f"session_timeout_ms must be a positive int, got "
+                                       f"{self.session_timeout_ms!r}")
         if self.num_partitions < 1 or self.io_threads < 1 or self.max_request_bytes < 1024:
             raise InvalidArgumentError("num_partitions and io_threads must be at least 1, "
                                        "max_request_bytes at least 1024")
@@ -353,9 +366,15 @@ class Broker:
                       self.address[0], self.address[1], *self.services.advertised)
             self._started.set()
             idle_task = asyncio.get_running_loop().create_task(self._close_idle())
+            keeper = RegistrationKeeper(
+                self.log.metadata, self.services.run, broker_id=self.config.broker_id,
+                rack=self.config.rack, session_timeout_ms=self.config.session_timeout_ms)
+            registered = asyncio.get_running_loop().create_task(
+                keeper.keep(self.services.advertised, self._stopping))
             await self._stopping.wait()
             idle_task.cancel()
             await self._shutdown()
+            await asyncio.wait([registered], timeout=30)  # it unregisters
         except BaseException as exc:
             self._start_error = exc
             raise
