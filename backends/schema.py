@@ -120,6 +120,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+#: A compare-and-swap version that may pass 2**31: BIGINT, declared INTEGER on SQLite, whose
+#: INTEGER holds 64 bits already (migration 0009 changes only PostgreSQL).
+VERSION_BIGINT = BigInteger().with_variant(Integer(), "sqlite")
+
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 topics = Table(
@@ -154,7 +158,7 @@ consumer_groups = Table(
     Column("leader_id", String(GROUP_ID_MAX_LENGTH), nullable=True),
     Column("state_since_ms", BigInteger, nullable=False),
     Column("rebalance_deadline_ms", BigInteger, nullable=False),
-    Column("version", BigInteger, nullable=False),
+    Column("version", VERSION_BIGINT, nullable=False),
 )
 
 group_members = Table(
@@ -202,7 +206,7 @@ transactions = Table(
     Column("previous_producer_id", BigInteger, nullable=False),
     Column("previous_epoch", Integer, nullable=False),
     Column("next_producer_id", BigInteger, nullable=False),
-    Column("version", BigInteger, nullable=False),
+    Column("version", VERSION_BIGINT, nullable=False),
     CheckConstraint("producer_epoch >= 0 AND producer_epoch <= 32767", name="epoch_range"),
     CheckConstraint("version >= 1", name="version_positive"),
 )
