@@ -325,7 +325,7 @@ class TransactionCoordinator:
         if completion.partitions:
             self._write_markers(
                 list(completion.partitions), completion.producer_id, completion.producer_epoch,
-                completion.commit, coordinator_epoch_for(completion.claim or 0),
+                completion.commit, coordinator_epoch_for(completion.claim_number),
             )
         finished = completion
         return self._store.update_transaction(

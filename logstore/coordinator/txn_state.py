@@ -124,6 +124,14 @@ class Completion:
     result: ProducerIdAndEpoch
     claim: int | None = None
 
+    @property
+    def claim_number(self) -> int:
+        """The claim; InvalidTxnStateError if none was taken yet."""
+        if self.claim is None:
+            raise InvalidTxnStateError(
+                f"the completion of {self.transactional_id!r} holds no claim")
+        return self.claim
+
 
 def completion_of(record: TransactionRecord, *, claim: int | None = None) -> Completion:
     """The work that finishes ``record``, which must be in a Prepare state."""

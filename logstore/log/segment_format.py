@@ -70,6 +70,17 @@ UPGRADES = {
 }
 SUFFIX = ".sqlite"
 
+# The columns of ``producers`` and ``producer_snapshot`` (one ProducerEntry row each).
+_PRODUCER_TABLE = """
+    producer_id      INTEGER PRIMARY KEY,
+    epoch            INTEGER NOT NULL,
+    last_sequence    INTEGER NOT NULL,
+    batches          TEXT    NOT NULL,
+    txn_first_offset INTEGER,
+    last_timestamp   INTEGER NOT NULL,
+    marker_claim     INTEGER NOT NULL DEFAULT -1
+"""
+
 SCHEMA = f"""
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {FORMAT_VERSION};
@@ -82,24 +93,8 @@ CREATE TABLE batches (
     attributes    INTEGER NOT NULL,
     data          BLOB    NOT NULL
 );
-CREATE TABLE producers (
-    producer_id      INTEGER PRIMARY KEY,
-    epoch            INTEGER NOT NULL,
-    last_sequence    INTEGER NOT NULL,
-    batches          TEXT    NOT NULL,
-    txn_first_offset INTEGER,
-    last_timestamp   INTEGER NOT NULL,
-    marker_claim     INTEGER NOT NULL DEFAULT -1
-);
-CREATE TABLE producer_snapshot (
-    producer_id      INTEGER PRIMARY KEY,
-    epoch            INTEGER NOT NULL,
-    last_sequence    INTEGER NOT NULL,
-    batches          TEXT    NOT NULL,
-    txn_first_offset INTEGER,
-    last_timestamp   INTEGER NOT NULL,
-    marker_claim     INTEGER NOT NULL DEFAULT -1
-);
+CREATE TABLE producers ({_PRODUCER_TABLE});
+CREATE TABLE producer_snapshot ({_PRODUCER_TABLE});
 CREATE TABLE aborted_txns (
     producer_id  INTEGER NOT NULL,
     first_offset INTEGER NOT NULL,

@@ -133,10 +133,10 @@ def _binding(creation: Any) -> AclBinding:
     operation = _concrete(_OPERATIONS, creation.operation, "operation")
     permission = _concrete(_PERMISSIONS, creation.permission_type, "permission type")
     name = creation.resource_name
-    if kind == ResourceType.CLUSTER and (name != CLUSTER_RESOURCE_NAME
-                                         or pattern != PatternType.LITERAL):
+    if kind == ResourceType.CLUSTER and pattern != PatternType.LITERAL:
         raise InvalidArgumentError(
-            f"the cluster resource is the literal {CLUSTER_RESOURCE_NAME!r}, not {name!r}")
+            f"the cluster resource is the literal {CLUSTER_RESOURCE_NAME!r}: a "
+            f"{pattern.value} pattern cannot name it")
     return AclBinding(principal=creation.principal, operation=operation, resource_type=kind,
                       resource_name=name, pattern_type=pattern, permission=permission,
                       host=creation.host)
